@@ -1,0 +1,17 @@
+"""flr_nnx: write an optimizer as a small class with hooks; run it in Flax NNX and optax."""
+
+from flr_nnx import optim as optim
+from flr_nnx._engine import HookState as HookState
+from flr_nnx._errors import FlrError as FlrError
+from flr_nnx._errors import HookError as HookError
+from flr_nnx._errors import HyperparameterError as HyperparameterError
+from flr_nnx._errors import MissingArgumentError as MissingArgumentError
+from flr_nnx._errors import StateError as StateError
+from flr_nnx._errors import StructureError as StructureError
+from flr_nnx._errors import TracerLeakError as TracerLeakError
+from flr_nnx._nnx import NNXOptimizer as NNXOptimizer
+from flr_nnx._nnx import OptimizerSlot as OptimizerSlot
+from flr_nnx._optax import as_optax as as_optax
+from flr_nnx.optim._from_optax import from_optax as from_optax
+
+__version__ = "0.1.0"

@@ -1,0 +1,85 @@
+"""Exceptions raised by flr_nnx.
+
+Every message names where the problem is (the parameter key or the optimizer
+attribute), what was expected, what was received, and how to fix it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FlrError(Exception):
+    """Base class of every error raised by flr_nnx."""
+
+
+class HookError(FlrError, TypeError):
+    """A hook returned something the engine cannot use (wrong type, shape or dtype)."""
+
+
+class StateError(FlrError, ValueError):
+    """Optimizer state was created, lost or changed shape/dtype after ``init``."""
+
+
+class StructureError(FlrError, ValueError):
+    """Gradients or parameters do not match the structure seen at ``init``."""
+
+
+class MissingArgumentError(FlrError, TypeError):
+    """A hook read ``params`` or ``loss`` but the caller did not provide it."""
+
+
+class HyperparameterError(FlrError, ValueError):
+    """An optimizer was constructed with an invalid hyperparameter."""
+
+
+class TracerLeakError(FlrError, RuntimeError):
+    """A hook stored a traced value somewhere the engine does not manage."""
+
+
+def describe(value: Any) -> str:
+    """A short description of ``value`` for error messages."""
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", None)
+    if shape is not None and dtype is not None:
+        return f"{type(value).__name__} of shape {tuple(shape)} and dtype {dtype}"
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+class Missing:
+    """Stands in for ``params`` or ``loss`` when the caller did not pass them.
+
+    Any use raises :class:`MissingArgumentError` explaining how to pass the value,
+    instead of a confusing error deep inside JAX.
+    """
+
+    def __init__(self, name: str, fix: str):
+        self._name = name
+        self._fix = fix
+
+    def _fail(self, *_: Any, **__: Any) -> Any:
+        raise MissingArgumentError(
+            f"This optimizer reads `{self._name}`, but it was not provided to this step. "
+            f"Fix: {self._fix}"
+        )
+
+    def __repr__(self) -> str:
+        return f"<missing {self._name}>"
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__") or attr in ("_name", "_fix"):
+            raise AttributeError(attr)
+        return self._fail()
+
+    __jax_array__ = __array__ = __bool__ = __float__ = __int__ = __index__ = _fail
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _fail
+    __truediv__ = __rtruediv__ = __pow__ = __rpow__ = __neg__ = __abs__ = _fail
+    __matmul__ = __rmatmul__ = __lt__ = __le__ = __gt__ = __ge__ = _fail
+    __iter__ = __len__ = _fail
+
+    def __getitem__(self, key: Any) -> Missing:
+        # ``params[key]`` is fine; using the result is the error.
+        return self

@@ -1,0 +1,158 @@
+"""The hook optimizer base class: what a user subclasses to write an optimizer."""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+
+from flr_nnx._errors import HookError, describe
+
+Key = tuple[str | int, ...]
+"""A parameter's key: its path in the parameter tree, e.g. ``('layers', 0, 'kernel')``."""
+
+# Set by the engine while it discovers state at ``init``: a callback told about
+# every attribute an optimizer sets for the first time.
+_ON_NEW_ATTRIBUTE: contextvars.ContextVar[Callable[[Any, str, Any], Any] | None] = (
+    contextvars.ContextVar("flr_nnx_on_new_attribute", default=None)
+)
+
+
+class Optimizer:
+    """Base class of hook optimizers.
+
+    Subclass it and override the hooks. Every hook is called with keyword
+    arguments, so ``**_`` swallows the ones a hook does not need.
+
+    - ``__init__``: store hyperparameters (Python scalars, which stay compile-time
+      constants) and state: JAX arrays (``self.t = jnp.zeros((), jnp.uint32)``)
+      and dicts keyed by parameter key (``self.m = {}``) that the hooks fill
+      lazily on the first step.
+    - :meth:`call_model` runs first, once per step, and returns the gradients
+      the per-parameter hook sees.
+    - :meth:`call_param` runs once per parameter and returns its update.
+      **A positive update means descent**: it is subtracted from the parameter.
+    - :meth:`__call__` ties them together; override it for advanced use (see
+      :class:`flr_nnx.optim.Chain`).
+
+    The object itself is never mutated by a training step: the engine runs the
+    hooks on a private copy whose state comes from the bridge (an NNX Variable
+    or an optax state), so one optimizer object may be used many times.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import flr_nnx as flr
+        >>> class Momentum(flr.optim.Optimizer):
+        ...     def __init__(self, lr=0.1, beta=0.9):
+        ...         self.lr, self.beta = lr, beta
+        ...         self.velocity = {}
+        ...
+        ...     def call_param(self, key, grad, **_):
+        ...         if key not in self.velocity:
+        ...             self.velocity[key] = jnp.zeros_like(grad)
+        ...         self.velocity[key] = self.beta * self.velocity[key] + grad
+        ...         return self.lr * self.velocity[key]
+        >>> tx = flr.as_optax(Momentum())
+        >>> params = {"w": jnp.ones(3)}
+        >>> state = tx.init(params)
+        >>> updates, state = tx.update({"w": jnp.ones(3)}, state, params)
+        >>> updates["w"]
+        Array([-0.1, -0.1, -0.1], dtype=float32)
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        callback = _ON_NEW_ATTRIBUTE.get()
+        if callback is not None and name not in self.__dict__:
+            value = callback(self, name, value)
+        object.__setattr__(self, name, value)
+
+    def call_model(
+        self, grads: dict[Key, jax.Array], params: Mapping[Key, jax.Array], loss: Any
+    ) -> dict[Key, jax.Array]:
+        """Runs once per step, before :meth:`call_param`.
+
+        Args:
+            grads: gradients, a dict from parameter key to array.
+            params: current parameters, keyed like ``grads``.
+            loss: the loss of this step (if the caller provided it).
+
+        Returns:
+            The gradients to pass on to :meth:`call_param`, keyed like ``grads``.
+            A key left out gets no update this step.
+        """
+        return grads
+
+    def call_param(self, key: Key, grad: jax.Array, param: jax.Array) -> jax.Array:
+        """Runs once per parameter and returns its update (positive = descent).
+
+        Args:
+            key: the parameter's key, e.g. ``('layers', 0, 'kernel')``.
+            grad: its gradient, as returned by :meth:`call_model`.
+            param: its current value.
+
+        Returns:
+            The update, of the same shape and dtype as ``grad``. The parameter
+            becomes ``param - update``.
+        """
+        return grad
+
+    def __call__(
+        self, loss: Any, grads: dict[Key, jax.Array], params: Mapping[Key, jax.Array]
+    ) -> dict[Key, jax.Array]:
+        """Computes one step: :meth:`call_model`, then :meth:`call_param` per key.
+
+        Args:
+            loss: the loss of this step (if the caller provided it).
+            grads: gradients, a dict from parameter key to array.
+            params: current parameters, keyed like ``grads``.
+
+        Returns:
+            A dict from parameter key to update (positive = descent).
+        """
+        known = grads
+        grads = self.call_model(grads=grads, params=params, loss=loss)
+        _check_model_grads(self, grads, known)
+        return {
+            key: self.call_param(key=key, grad=grad, param=params[key])
+            for key, grad in grads.items()
+        }
+
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{name}={_short(value)}"
+            for name, value in vars(self).items()
+            if not name.startswith("_")
+        )
+        return f"{type(self).__name__}({fields})"
+
+
+def _check_model_grads(opt: Optimizer, grads: Any, known: Mapping[Key, Any]) -> None:
+    where = f"{type(opt).__name__}.call_model"
+    if not isinstance(grads, Mapping):
+        raise HookError(
+            f"{where} returned {describe(grads)}; expected a dict from parameter key "
+            "to gradient. Fix: return the (possibly modified) `grads` dict."
+        )
+    extra = [key for key in grads if key not in known]
+    if extra:
+        raise HookError(
+            f"{where} returned keys that are not parameters: {extra[:5]}. "
+            f"Known keys look like {list(known)[:3]}. Fix: only return keys of `grads`; "
+            "leave a key out to skip that parameter this step."
+        )
+    for key, grad in grads.items():
+        if not hasattr(grad, "shape") or not hasattr(grad, "dtype"):
+            raise HookError(
+                f"{where} returned {describe(grad)} for parameter {key}; expected an "
+                "array. Fix: return JAX arrays as gradients."
+            )
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, jax.Array):
+        return f"Array{tuple(value.shape)}:{value.dtype}"
+    if isinstance(value, dict) and len(value) > 3:
+        return f"{{...{len(value)} entries}}"
+    return repr(value)

@@ -1,0 +1,45 @@
+"""Composition of hook optimizers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+
+from flr_nnx._optimizer import Key, Optimizer
+
+
+class Chain(Optimizer):
+    """Runs optimizers in sequence: each link's updates are the next link's grads.
+
+    The counterpart of ``optax.chain``. Each link keeps its own state (held in
+    ``self.links``).
+
+    .. math::
+
+        u = f_n(\\dots f_2(f_1(g)))
+
+    Args:
+        *optimizers: the links, applied first to last.
+
+    Example:
+        >>> import jax.numpy as jnp, optax
+        >>> import flr_nnx as flr
+        >>> clip = flr.from_optax(optax.clip_by_global_norm(1.0))
+        >>> tx = flr.as_optax(flr.optim.Chain(clip, flr.optim.Adam(0.1)))
+        >>> params = {"w": jnp.ones(2)}
+        >>> updates, _ = tx.update({"w": jnp.full(2, 5.0)}, tx.init(params), params)
+        >>> updates["w"]
+        Array([-0.09999933, -0.09999933], dtype=float32)
+    """
+
+    def __init__(self, *optimizers: Optimizer):
+        self.links = list(optimizers)
+
+    def __call__(
+        self, loss: Any, grads: dict[Key, jax.Array], params: Mapping[Key, jax.Array]
+    ) -> dict[Key, jax.Array]:
+        for link in self.links:
+            grads = link(loss=loss, grads=grads, params=params)
+        return grads
