@@ -22,8 +22,11 @@ How it works:
 
 from __future__ import annotations
 
+import collections
 import copy
 import dataclasses
+import functools
+import types
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -31,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flr_nnx._errors import HookError, StateError, StructureError, describe
+from flr_nnx._errors import HookError, StateError, StructureError, TracerLeakError, describe
 from flr_nnx._optimizer import _ON_NEW_ATTRIBUTE, Key, Optimizer
 
 ATTR, ITEM, INDEX, NODE = "attr", "item", "index", "node"
@@ -328,6 +331,131 @@ class HookState:
 
 
 # --------------------------------------------------------------------------
+# Tracer leaks: traced values stored where the engine does not look.
+
+_SCAN_BUDGET = 10_000  # objects inspected per scan; a scan only runs while tracing
+_OPAQUE = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType, types.MethodType)
+
+
+def _functions_of(value: Any) -> list[Any]:
+    """The Python functions behind a hook method or a static callable."""
+    if isinstance(value, (staticmethod, classmethod, types.MethodType)):
+        value = value.__func__
+    if isinstance(value, property):
+        return [f for f in (value.fget, value.fset) if f is not None]
+    if isinstance(value, functools.partial):
+        return [*_functions_of(value.func), *value.args, *value.keywords.values()]
+    return [value] if isinstance(value, types.FunctionType) else []
+
+
+def _global_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _global_names(const)
+    return names
+
+
+def _unmanaged(work: Any) -> list[tuple[str, Any, str]]:
+    """Places a hook can write to that the engine neither copies nor reads back.
+
+    These are the static (non-container) objects of the optimizer tree, the
+    class attributes of its optimizer classes, and the globals and closure
+    variables that their methods and static callables refer to.
+    """
+    roots: list[tuple[str, Any, str]] = []
+    classes: dict[type, None] = {}
+    functions: list[tuple[str, Any]] = []
+
+    def visit(node: Any, path: Path) -> None:
+        if isinstance(node, Optimizer):
+            classes.setdefault(type(node))
+        children = _children(node)
+        if children is None:
+            if not is_array(node):
+                roots.append((format_path(path), node, "an object the engine does not copy"))
+                functions.extend((format_path(path), f) for f in _functions_of(node))
+            return
+        for step_, child in children:
+            visit(child, (*path, step_))
+
+    visit(work, ())
+    for cls in classes:
+        for klass in cls.__mro__:
+            if klass in (Optimizer, object):
+                continue
+            for name, value in vars(klass).items():
+                found = _functions_of(value)
+                functions.extend((f"{klass.__name__}.{name}", f) for f in found)
+                if not found and not name.startswith("__"):
+                    roots.append((f"{klass.__name__}.{name}", value, "a class attribute"))
+    for owner, function in functions:
+        if not isinstance(function, types.FunctionType):
+            continue
+        for name in sorted(_global_names(function.__code__)):
+            if name in function.__globals__:
+                roots.append((name, function.__globals__[name], f"a global used by {owner}"))
+        cells = function.__closure__ or ()
+        for name, cell in zip(function.__code__.co_freevars, cells):
+            try:
+                roots.append((name, cell.cell_contents, f"a closure variable of {owner}"))
+            except ValueError:  # an empty cell
+                continue
+    return roots
+
+
+def _tracers(roots: Sequence[tuple[str, Any, str]]) -> dict[int, tuple[str, str, Any]]:
+    """Every tracer reachable from ``roots`` through data (not code), by id."""
+    found: dict[int, tuple[str, str, Any]] = {}
+    seen: set[int] = set()
+    budget = [_SCAN_BUDGET]
+
+    def scan(value: Any, where: str, top: bool, what: str) -> None:
+        if budget[0] <= 0 or id(value) in seen:
+            return
+        seen.add(id(value))
+        budget[0] -= 1
+        if isinstance(value, jax.core.Tracer):
+            found.setdefault(id(value), (where, what, value))
+        elif is_array(value) or (isinstance(value, _OPAQUE) and not top):
+            return
+        elif isinstance(value, dict):
+            for key, child in list(value.items()):
+                scan(child, f"{where}[{key!r}]", False, what)
+        elif isinstance(value, (list, tuple, set, frozenset, collections.deque)):
+            for i, child in enumerate(list(value)):
+                scan(child, f"{where}[{i}]", False, what)
+        elif isinstance(value, type) and top:
+            for name, child in list(vars(value).items()):
+                if not name.startswith("__"):
+                    scan(child, f"{where}.{name}", False, what)
+        elif not isinstance(value, _OPAQUE) and isinstance(getattr(value, "__dict__", None), dict):
+            for name, child in list(vars(value).items()):
+                scan(child, f"{where}.{name}", False, what)
+
+    for where, value, what in roots:
+        scan(value, where, True, what)
+    return found
+
+
+def _check_leaks(opt: Optimizer, before: Mapping[int, Any], work: Any, where: str) -> None:
+    leaked = [hit for key, hit in _tracers(_unmanaged(work)).items() if key not in before]
+    if not leaked:
+        return
+    place, what, tracer = leaked[0]
+    aval = getattr(getattr(tracer, "aval", None), "str_short", lambda: "value")()
+    more = f" (and {len(leaked) - 1} more)" if len(leaked) > 1 else ""
+    raise TracerLeakError(
+        f"A hook of {type(opt).__name__} stored a traced {aval} in `{place}` ({what}){more} during "
+        f"{where}. The engine neither copies nor reads back that place, so the value would "
+        "escape the step and fail later with JAX's UnexpectedTracerError. Fix: keep what a "
+        "hook computes on `self` (attributes and dicts of `self` are optimizer state) or "
+        "return it; to look at values during training use `jax.debug.print` or "
+        "`jax.debug.callback`."
+    )
+
+
+# --------------------------------------------------------------------------
 # init and step.
 
 
@@ -351,7 +479,9 @@ def _check_statics(before: Mapping[Path, Any], after: Mapping[Path, Any], where:
             )
 
 
-def init(opt: Optimizer, params: Mapping[Key, Any]) -> HookState:
+def init(
+    opt: Optimizer, params: Mapping[Key, Any], shardings: Mapping[Key, Any] | None = None
+) -> HookState:
     """Discovers an optimizer's state on ``params`` and returns its initial value.
 
     Runs one traced step with zero gradients and records, for every state array
@@ -361,6 +491,10 @@ def init(opt: Optimizer, params: Mapping[Key, Any]) -> HookState:
     Args:
         opt: the hook optimizer (not mutated).
         params: float parameters, a mapping from key to array.
+        shardings: the sharding of the state of each parameter key (state keyed
+            by a parameter and of its shape is created with it; other state is
+            left to XLA). Default: the parameters' own shardings when they are
+            spread over several devices.
 
     Returns:
         The initial :class:`HookState`.
@@ -373,6 +507,7 @@ def init(opt: Optimizer, params: Mapping[Key, Any]) -> HookState:
         recorder = _Recorder()
         work = rebuild(opt, {}, _RecordingDict)
         before = walk(work)
+        known_tracers = _tracers(_unmanaged(work))
         _RECORDER.append(recorder)
         token = _ON_NEW_ATTRIBUTE.set(recorder.on_new_attribute)
         try:
@@ -382,6 +517,7 @@ def init(opt: Optimizer, params: Mapping[Key, Any]) -> HookState:
         finally:
             _ON_NEW_ATTRIBUTE.reset(token)
             _RECORDER.pop()
+        _check_leaks(opt, known_tracers, work, "init")
         check_updates(opt, updates, grads, flat)
         after = walk(work)
         _check_statics(before.statics, after.statics, "init")
@@ -405,7 +541,24 @@ def init(opt: Optimizer, params: Mapping[Key, Any]) -> HookState:
         found["statics"] = new_statics
         return initial
 
-    initial = jax.jit(discover)(list(params.values()))
+    values = list(params.values())
+    if shardings is None:
+        shardings = _spread_shardings(params)
+    if shardings:
+        # Without out_shardings XLA replicates fresh zeros; trace once for the
+        # layout, then create every state array keyed by a parameter (and of
+        # its shape) directly with that parameter's sharding.
+        shapes = jax.eval_shape(discover, values)
+        where = {k: i for i, k in enumerate(keys)}
+        out_shardings = []
+        for path, shape in zip(found["paths"], shapes, strict=True):
+            owner = _param_of(path, where)
+            key = keys[owner] if owner >= 0 else None
+            same_shape = owner >= 0 and tuple(shape.shape) == tuple(jnp.shape(params[key]))
+            out_shardings.append(shardings.get(key) if same_shape else None)
+        initial = jax.jit(discover, out_shardings=out_shardings)(values)
+    else:
+        initial = jax.jit(discover)(values)
     paths = found["paths"]
     mirror = tuple(_mirror(p) for p in paths)
     index = {k: i for i, k in enumerate(keys)}
@@ -417,6 +570,17 @@ def init(opt: Optimizer, params: Mapping[Key, Any]) -> HookState:
         statics=found["statics"],
     )
     return HookState(nest(mirror, initial, paths), layout)
+
+
+def _spread_shardings(params: Mapping[Key, Any]) -> dict[Key, Any]:
+    """The shardings of the concrete parameters that live on several devices."""
+    out = {}
+    for key, value in params.items():
+        if isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer):
+            sharding = value.sharding
+            if len(sharding.device_set) > 1:
+                out[key] = sharding
+    return out
 
 
 def check_grads(layout: Layout, grads: Mapping[Key, Any]) -> None:
@@ -503,7 +667,9 @@ def step(
     values.update(layout.statics)
     work = rebuild(opt, values)
     before = walk(work)
+    known_tracers = _tracers(_unmanaged(work))
     updates = work(loss=loss, grads=dict(grads), params=params)
+    _check_leaks(opt, known_tracers, work, "a step")
     updates = check_updates(opt, updates, grads, params)
     after = walk(work)
     _check_statics(before.statics, after.statics, "a step")

@@ -6,6 +6,8 @@ attribute), what was expected, what was received, and how to fix it.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -33,8 +35,45 @@ class HyperparameterError(FlrError, ValueError):
     """An optimizer was constructed with an invalid hyperparameter."""
 
 
+class UnknownArgumentError(HyperparameterError, TypeError):
+    """An optimizer was constructed with arguments its ``__init__`` does not accept.
+
+    It is also a ``TypeError``, the exception Python raises for a bad call, so
+    code that catches either keeps working.
+    """
+
+
 class TracerLeakError(FlrError, RuntimeError):
     """A hook stored a traced value somewhere the engine does not manage."""
+
+
+# Spellings of the same hyperparameter across libraries and papers.
+_SYNONYMS = [
+    {"lr", "learning_rate", "eta", "η", "step_size", "alpha"},
+    {"b1", "beta1", "beta_1", "β1", "momentum"},
+    {"b2", "beta2", "beta_2", "β2"},
+    {"eps", "epsilon", "ε"},
+    {"weight_decay", "wd", "λ", "decay"},
+]
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """A " Did you mean ...?" hint for a misspelt ``name``, or ``""``.
+
+    Example:
+        >>> did_you_mean("beta1", ["learning_rate", "b1", "b2"])
+        ' Did you mean `b1`?'
+        >>> did_you_mean("lr", ["η", "β1"])
+        ' Did you mean `η`?'
+    """
+    choices = list(choices)
+    for group in _SYNONYMS:
+        if name in group:
+            same = [choice for choice in choices if choice in group]
+            if same:
+                return f" Did you mean `{same[0]}`?"
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
+    return f" Did you mean `{close[0]}`?" if close else ""
 
 
 def describe(value: Any) -> str:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextvars
+import functools
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 
-from flr_nnx._errors import HookError, describe
+from flr_nnx._errors import HookError, UnknownArgumentError, describe, did_you_mean
 
 Key = tuple[str | int, ...]
 """A parameter's key: its path in the parameter tree, e.g. ``('layers', 0, 'kernel')``."""
@@ -61,6 +63,15 @@ class Optimizer:
         >>> updates["w"]
         Array([-0.1, -0.1, -0.1], dtype=float32)
     """
+
+    def __init__(self) -> None:
+        """An optimizer that does not define ``__init__`` takes no arguments."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None and not hasattr(init, "_flr_checked"):
+            cls.__init__ = _check_arguments(init)  # type: ignore[method-assign]
 
     def __setattr__(self, name: str, value: Any) -> None:
         callback = _ON_NEW_ATTRIBUTE.get()
@@ -128,6 +139,64 @@ class Optimizer:
         return f"{type(self).__name__}({fields})"
 
 
+def _check_arguments(init: Callable[..., None]) -> Callable[..., None]:
+    """Wraps a subclass ``__init__`` so a bad call names the signature and a likely fix.
+
+    The arguments are only inspected when the call fails with a ``TypeError``,
+    so a correct construction costs nothing extra.
+    """
+
+    @functools.wraps(init)
+    def checked(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            init(self, *args, **kwargs)
+        except UnknownArgumentError:
+            raise
+        except TypeError as error:
+            try:
+                inspect.signature(init).bind(self, *args, **kwargs)
+            except TypeError as bad_call:
+                raise _argument_error(type(self), init, kwargs, bad_call) from error
+            raise
+
+    checked._flr_checked = True  # type: ignore[attr-defined]
+    return checked
+
+
+def _argument_error(
+    cls: type, init: Callable[..., None], kwargs: Mapping[str, Any], error: TypeError
+) -> UnknownArgumentError:
+    signature = inspect.signature(init)
+    accepted = [
+        name
+        for name, p in list(signature.parameters.items())[1:]
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    hint = ""
+    unknown = [name for name in kwargs if name not in accepted]
+    if unknown and not any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values()):
+        hint = did_you_mean(unknown[0], accepted)
+        problem = f"unknown keyword argument{'s' * (len(unknown) > 1)} {', '.join(unknown)}"
+    else:
+        problem = str(error)
+    shown = inspect.Signature(
+        [p.replace(annotation=p.empty) for p in list(signature.parameters.values())[1:]]
+    )
+    # A subclass forwarding to its parent's __init__: name both.
+    owner = init.__qualname__.rpartition(".")[0] or cls.__name__
+    if owner.rpartition(".")[2] != cls.__name__:
+        owner = f"{cls.__name__} -> {owner}"
+    else:
+        owner = cls.__name__
+    return UnknownArgumentError(
+        f"{owner}{shown}: {problem}.{hint} Fix: call it as that signature says "
+        f"(accepted arguments: {', '.join(accepted) or 'none'})."
+    )
+
+
+Optimizer.__init__ = _check_arguments(Optimizer.__init__)  # type: ignore[method-assign]
+
+
 def _check_model_grads(opt: Optimizer, grads: Any, known: Mapping[Key, Any]) -> None:
     where = f"{type(opt).__name__}.call_model"
     if not isinstance(grads, Mapping):
@@ -147,6 +216,13 @@ def _check_model_grads(opt: Optimizer, grads: Any, known: Mapping[Key, Any]) -> 
             raise HookError(
                 f"{where} returned {describe(grad)} for parameter {key}; expected an "
                 "array. Fix: return JAX arrays as gradients."
+            )
+        expected = tuple(known[key].shape)
+        if tuple(grad.shape) != expected:
+            raise HookError(
+                f"{where} returned {describe(grad)} for parameter {key}; expected shape "
+                f"{expected} (that of its gradient). Fix: keep each gradient's shape, and "
+                "avoid broadcasting it against state of another shape."
             )
 
 
