@@ -10,6 +10,9 @@ import difflib
 from collections.abc import Iterable
 from typing import Any
 
+import jax
+import numpy as np
+
 
 class FlrError(Exception):
     """Base class of every error raised by flr_nnx."""
@@ -35,8 +38,11 @@ class HyperparameterError(FlrError, ValueError):
     """An optimizer was constructed with an invalid hyperparameter."""
 
 
-class UnknownArgumentError(HyperparameterError, TypeError):
+class ArgumentError(HyperparameterError, TypeError):
     """An optimizer was constructed with arguments its ``__init__`` does not accept.
+
+    An unknown keyword (with a "did you mean" hint), a missing required
+    argument, or too many positional arguments.
 
     It is also a ``TypeError``, the exception Python raises for a bad call, so
     code that catches either keeps working.
@@ -81,7 +87,13 @@ def describe(value: Any) -> str:
     shape = getattr(value, "shape", None)
     dtype = getattr(value, "dtype", None)
     if shape is not None and dtype is not None:
-        return f"{type(value).__name__} of shape {tuple(shape)} and dtype {dtype}"
+        # JAX's own class names (ArrayImpl, DynamicJaxprTracer) mean nothing to a user.
+        kind = "NumPy array" if isinstance(value, np.ndarray) else "array"
+        if not isinstance(value, (np.ndarray, jax.Array)):
+            kind = type(value).__name__
+        return f"{kind} of shape {tuple(shape)} and dtype {dtype}"
+    if value is None:
+        return "None"
     text = repr(value)
     if len(text) > 60:
         text = text[:57] + "..."

@@ -10,7 +10,7 @@ from typing import Any
 
 import jax
 
-from flr_nnx._errors import HookError, UnknownArgumentError, describe, did_you_mean
+from flr_nnx._errors import ArgumentError, HookError, describe, did_you_mean
 
 Key = tuple[str | int, ...]
 """A parameter's key: its path in the parameter tree, e.g. ``('layers', 0, 'kernel')``."""
@@ -150,7 +150,7 @@ def _check_arguments(init: Callable[..., None]) -> Callable[..., None]:
     def checked(self: Any, *args: Any, **kwargs: Any) -> None:
         try:
             init(self, *args, **kwargs)
-        except UnknownArgumentError:
+        except ArgumentError:
             raise
         except TypeError as error:
             try:
@@ -165,7 +165,7 @@ def _check_arguments(init: Callable[..., None]) -> Callable[..., None]:
 
 def _argument_error(
     cls: type, init: Callable[..., None], kwargs: Mapping[str, Any], error: TypeError
-) -> UnknownArgumentError:
+) -> ArgumentError:
     signature = inspect.signature(init)
     accepted = [
         name
@@ -188,7 +188,7 @@ def _argument_error(
         owner = f"{cls.__name__} -> {owner}"
     else:
         owner = cls.__name__
-    return UnknownArgumentError(
+    return ArgumentError(
         f"{owner}{shown}: {problem}.{hint} Fix: call it as that signature says "
         f"(accepted arguments: {', '.join(accepted) or 'none'})."
     )
