@@ -1,0 +1,163 @@
+"""AdamW and NAdamW, written with the public hooks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from flr_nnx._optimizer import Optimizer
+from flr_nnx.optim._common import ScalarOrSchedule, check_hyper, scale, value_at
+from flr_nnx.optim._mask import Mask, MaskLike
+
+
+class AdamW(Optimizer):
+    r"""Adam with decoupled weight decay (Loshchilov & Hutter, 2019), the twin of ``optax.adamw``.
+
+    .. math::
+
+        m_t &= (1 - \beta_1) g_t + \beta_1 m_{t-1} \\
+        v_t &= (1 - \beta_2) g_t^2 + \beta_2 v_{t-1} \\
+        \hat m_t &= m_t / (1 - \beta_1^t), \quad \hat v_t = v_t / (1 - \beta_2^t) \\
+        \Delta\theta_t &= \eta_t \left( \hat m_t / (\sqrt{\hat v_t + \bar\epsilon} + \epsilon)
+            + \lambda_t \theta_{t-1} \right)
+
+    The decay :math:`\lambda_t \theta_{t-1}` is on the **parameter** (not the
+    gradient) and only for the parameters ``mask`` selects. With
+    ``nesterov=True``, :math:`\hat m_t` is replaced by
+    :math:`\beta_1 m_t / (1 - \beta_1^{t+1}) + (1 - \beta_1) g_t / (1 - \beta_1^t)`.
+    The parameter becomes :math:`\theta_t - \Delta\theta_t`. Bit-identical to
+    ``optax.adamw`` under ``jit``.
+
+    Args:
+        learning_rate: :math:`\eta`, a float or a schedule (a callable of the step count).
+        b1: :math:`\beta_1`, decay of the first moment.
+        b2: :math:`\beta_2`, decay of the second moment.
+        eps: :math:`\epsilon`, added to the denominator outside the square root.
+        eps_root: :math:`\bar\epsilon`, added inside the square root.
+        mu_dtype: dtype of the first moment (default: that of the parameter).
+        weight_decay: :math:`\lambda`, a float or a schedule.
+        mask: which parameters are decayed: ``None`` (all), a pytree of bools
+            like the parameters (or a prefix), a callable of the parameters
+            returning one (optax's convention), or
+            :func:`flr_nnx.optim.key_mask` of a predicate on the parameter key.
+        nesterov: use Nesterov momentum (NAdamW).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import flr_nnx as flr
+        >>> no_bias = flr.optim.key_mask(lambda key: key[-1] != "bias")
+        >>> tx = flr.as_optax(flr.optim.AdamW(0.1, weight_decay=0.5, mask=no_bias))
+        >>> params = {"kernel": jnp.array([1.0, -2.0]), "bias": jnp.array([1.0, -2.0])}
+        >>> grads = {"kernel": jnp.zeros(2), "bias": jnp.zeros(2)}
+        >>> updates, state = tx.update(grads, tx.init(params), params)
+        >>> updates["kernel"], updates["bias"]
+        (Array([-0.05,  0.1 ], dtype=float32), Array([-0., -0.], dtype=float32))
+    """
+
+    def __init__(
+        self,
+        learning_rate: ScalarOrSchedule,
+        b1: float = 0.9,
+        b2: float = 0.999,
+        eps: float = 1e-8,
+        eps_root: float = 0.0,
+        mu_dtype: Any | None = None,
+        weight_decay: ScalarOrSchedule = 1e-4,
+        mask: MaskLike = None,
+        *,
+        nesterov: bool = False,
+    ):
+        name = type(self).__name__
+        check_hyper("learning_rate", learning_rate, optimizer=name)
+        check_hyper("b1", b1, high=1.0, optimizer=name)
+        check_hyper("b2", b2, high=1.0, optimizer=name)
+        check_hyper("eps", eps, optimizer=name)
+        check_hyper("eps_root", eps_root, optimizer=name)
+        check_hyper("weight_decay", weight_decay, optimizer=name)
+        self.learning_rate = learning_rate
+        self.b1, self.b2, self.eps, self.eps_root = b1, b2, eps, eps_root
+        self.mu_dtype = None if mu_dtype is None else jax.dtypes.canonicalize_dtype(mu_dtype)
+        self.weight_decay = weight_decay
+        self.mask = Mask(mask)
+        self.nesterov = nesterov
+        self.count = jnp.zeros([], jnp.int32)
+        self.mu: dict = {}
+        self.nu: dict = {}
+
+    def call_model(self, grads, **_):
+        # Per-step scalars once per step, as optax computes them per tree.
+        self.lr_t = value_at(self.learning_rate, self.count)
+        self.wd_t = value_at(self.weight_decay, self.count)
+        self.count = optax.safe_increment(self.count)
+        self.bc1 = 1 - self.b1**self.count
+        self.bc2 = 1 - self.b2**self.count
+        if self.nesterov:
+            self.bc1_next = 1 - self.b1 ** optax.safe_increment(self.count)
+        # optax skips a constant zero decay altogether; so do we.
+        no_decay = isinstance(self.weight_decay, (int, float)) and self.weight_decay == 0.0
+        self.decayed = frozenset() if no_decay else self.mask.select(grads)
+        return grads
+
+    def call_param(self, key, grad, param):
+        if key not in self.mu:
+            self.mu[key] = jnp.zeros_like(grad, dtype=self.mu_dtype)
+            self.nu[key] = jnp.zeros_like(grad)
+        mu = (1 - self.b1) * grad + self.b1 * self.mu[key]
+        nu = (1 - self.b2) * grad**2 + self.b2 * self.nu[key]
+        if self.nesterov:
+            mu_hat = self.b1 * (mu / self.bc1_next.astype(mu.dtype)) + (1 - self.b1) * (
+                grad / self.bc1.astype(grad.dtype)
+            )
+        else:
+            mu_hat = mu / self.bc1.astype(mu.dtype)
+        nu_hat = nu / self.bc2.astype(nu.dtype)
+        update = mu_hat / (jnp.sqrt(nu_hat + self.eps_root) + self.eps)
+        if key in self.decayed:
+            update = update + self.wd_t * param
+        self.mu[key] = mu.astype(self.mu[key].dtype)
+        self.nu[key] = nu.astype(self.nu[key].dtype)
+        return scale(self.lr_t, update).astype(grad.dtype)
+
+
+class NAdamW(AdamW):
+    r"""AdamW with Nesterov momentum (Dozat, 2016), the twin of ``optax.nadamw``.
+
+    .. math::
+
+        \hat m_t &= \beta_1 m_t / (1 - \beta_1^{t+1}) + (1 - \beta_1) g_t / (1 - \beta_1^t) \\
+        \Delta\theta_t &= \eta_t \left( \hat m_t / (\sqrt{\hat v_t + \bar\epsilon} + \epsilon)
+            + \lambda_t \theta_{t-1} \right)
+
+    with :math:`m_t, \hat v_t` as in :class:`AdamW`. Bit-identical to
+    ``optax.nadamw`` under ``jit``. Takes the arguments of :class:`AdamW`, with
+    ``nesterov=True`` by default (as ``optax.nadamw``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import flr_nnx as flr
+        >>> tx = flr.as_optax(flr.optim.NAdamW(0.1, weight_decay=0.5))
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> updates, state = tx.update({"w": jnp.array([0.5, -0.5])}, tx.init(params), params)
+        >>> updates["w"]
+        Array([-0.19736743,  0.24736743], dtype=float32)
+    """
+
+    def __init__(
+        self,
+        learning_rate: ScalarOrSchedule,
+        b1: float = 0.9,
+        b2: float = 0.999,
+        eps: float = 1e-8,
+        eps_root: float = 0.0,
+        mu_dtype: Any | None = None,
+        weight_decay: ScalarOrSchedule = 1e-4,
+        mask: MaskLike = None,
+        *,
+        nesterov: bool = True,
+    ):
+        super().__init__(
+            learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask, nesterov=nesterov
+        )

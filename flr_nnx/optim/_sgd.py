@@ -1,0 +1,117 @@
+"""SGD and SignSGD, written with the public hooks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from flr_nnx._optimizer import Optimizer
+from flr_nnx.optim._common import ScalarOrSchedule, check_hyper, scale, value_at
+
+
+class SGD(Optimizer):
+    r"""Stochastic gradient descent with optional (Nesterov) momentum, the twin of ``optax.sgd``.
+
+    .. math::
+
+        v_t &= g_t + \mu \, v_{t-1} \\
+        \Delta\theta_t &= \eta_t \, v_t
+        \quad\text{or, with Nesterov,}\quad \eta_t \, (g_t + \mu \, v_t)
+
+    Without ``momentum`` there is no velocity and :math:`\Delta\theta_t = \eta_t g_t`.
+    The parameter becomes :math:`\theta_t - \Delta\theta_t`. Bit-identical to
+    ``optax.sgd`` under ``jit`` (when ``accumulator_dtype`` is that of the
+    parameter or ``None``: optax then returns an update in the accumulator's
+    dtype, whereas a hook returns the parameter's).
+
+    Args:
+        learning_rate: :math:`\eta`, a float or a schedule (a callable of the step count).
+        momentum: :math:`\mu`, the decay of the velocity; ``None`` for plain SGD.
+        nesterov: use Nesterov momentum.
+        accumulator_dtype: dtype of the velocity (default: that of the parameter).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import flr_nnx as flr
+        >>> tx = flr.as_optax(flr.optim.SGD(0.1, momentum=0.9, nesterov=True))
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> updates, state = tx.update({"w": jnp.array([0.5, -0.5])}, tx.init(params), params)
+        >>> updates["w"]
+        Array([-0.095,  0.095], dtype=float32)
+    """
+
+    def __init__(
+        self,
+        learning_rate: ScalarOrSchedule,
+        momentum: float | None = None,
+        nesterov: bool = False,
+        accumulator_dtype: Any | None = None,
+    ):
+        name = type(self).__name__
+        check_hyper("learning_rate", learning_rate, optimizer=name)
+        if momentum is not None:
+            check_hyper("momentum", momentum, high=1.0, optimizer=name)
+        self.learning_rate = learning_rate
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.accumulator_dtype = (
+            None if accumulator_dtype is None else jax.dtypes.canonicalize_dtype(accumulator_dtype)
+        )
+        self.count = jnp.zeros([], jnp.int32)
+        self.trace: dict = {}
+
+    def call_model(self, grads, **_):
+        self.lr_t = value_at(self.learning_rate, self.count)
+        self.count = optax.safe_increment(self.count)
+        return grads
+
+    def call_param(self, key, grad, **_):
+        if self.momentum is None:
+            return scale(self.lr_t, grad).astype(grad.dtype)
+        if key not in self.trace:
+            self.trace[key] = jnp.zeros_like(grad, dtype=self.accumulator_dtype)
+        trace = grad + self.momentum * self.trace[key]
+        update = grad + self.momentum * trace if self.nesterov else trace
+        self.trace[key] = trace.astype(self.trace[key].dtype)
+        return scale(self.lr_t, update).astype(grad.dtype)
+
+
+class SignSGD(Optimizer):
+    r"""Sign gradient descent, the twin of ``optax.sign_sgd``.
+
+    .. math::
+
+        \Delta\theta_t = \eta_t \, \operatorname{sign}(g_t)
+
+    The parameter becomes :math:`\theta_t - \Delta\theta_t`. Bit-identical to
+    ``optax.sign_sgd`` under ``jit``.
+
+    Args:
+        learning_rate: :math:`\eta`, a float or a schedule (a callable of the step count).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import flr_nnx as flr
+        >>> tx = flr.as_optax(flr.optim.SignSGD(0.1))
+        >>> params = {"w": jnp.array([1.0, -2.0, 3.0])}
+        >>> grads = {"w": jnp.array([0.5, -3.0, 0.0])}
+        >>> updates, state = tx.update(grads, tx.init(params), params)
+        >>> updates["w"]
+        Array([-0.1,  0.1, -0. ], dtype=float32)
+    """
+
+    def __init__(self, learning_rate: ScalarOrSchedule):
+        check_hyper("learning_rate", learning_rate, optimizer=type(self).__name__)
+        self.learning_rate = learning_rate
+        self.count = jnp.zeros([], jnp.int32)
+
+    def call_model(self, grads, **_):
+        self.lr_t = value_at(self.learning_rate, self.count)
+        self.count = optax.safe_increment(self.count)
+        return grads
+
+    def call_param(self, key, grad, **_):
+        return scale(self.lr_t, jnp.sign(grad)).astype(grad.dtype)
