@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
+from flax.core import spmd
 from flax.nnx import filterlib
+from jax.sharding import NamedSharding, PartitionSpec
 
 from flr_nnx import _engine
-from flr_nnx._errors import Missing
+from flr_nnx._engine import ATTR, INDEX, ITEM, format_path
+from flr_nnx._errors import HyperparameterError, Missing, StateError, StructureError, describe
+from flr_nnx._hyper import cast_like
 from flr_nnx._optimizer import Optimizer
 from flr_nnx._tree import flatten, is_float
+from flr_nnx.optim._groups import variables_context
 
 M = TypeVar("M")
 
@@ -32,7 +40,44 @@ def _slot_metadata(param: nnx.Variable) -> dict[str, Any]:
     metadata = dict(param.get_metadata())
     if "optimizer_sharding" in metadata:
         metadata["out_sharding"] = metadata.pop("optimizer_sharding")
+    # The engine already created the value with its sharding (see
+    # `_state_sharding`); resharding it eagerly would need a mesh context.
+    metadata["eager_sharding"] = False
     return metadata
+
+
+def _concrete(value: Any) -> bool:
+    return isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer)
+
+
+def _state_sharding(key: tuple[Any, ...], param: nnx.Variable) -> Any:
+    """The sharding of state keyed by ``param``: its ``optimizer_sharding`` or its own.
+
+    Returns ``None`` when the parameter is not spread over several devices and
+    has no ``optimizer_sharding`` annotation (XLA's placement is then fine).
+    """
+    value = param.get_value()
+    current = value.sharding if _concrete(value) else None
+    spec = param.get_metadata().get("optimizer_sharding")
+    if spec is None:
+        return current if current is not None and len(current.device_set) > 1 else None
+    if isinstance(spec, jax.sharding.Sharding):
+        return spec
+    spec = spmd.apply_rules(spec, param.get_metadata().get("sharding_rules"))
+    if not isinstance(spec, PartitionSpec):
+        spec = PartitionSpec(*spec)
+    mesh = param.get_metadata().get("mesh")
+    if mesh is None and isinstance(current, NamedSharding):
+        mesh = current.mesh
+    if mesh is not None:
+        return NamedSharding(mesh, spec)
+    if not jax.sharding.get_abstract_mesh().empty:
+        return spec  # resolved by jit against the mesh of `jax.set_mesh`
+    raise StateError(
+        f"Parameter {key} has optimizer_sharding={spec} but no mesh is known: the parameter "
+        "is not a NamedSharding array and no mesh is set. Fix: create the optimizer under "
+        "`with jax.set_mesh(mesh):`, or annotate with a NamedSharding."
+    )
 
 
 class NNXOptimizer(nnx.Optimizer[M]):
@@ -89,7 +134,14 @@ class NNXOptimizer(nnx.Optimizer[M]):
         keys, leaves, _ = flatten(nnx.as_pure(variables))
         params = {k: v for k, v in zip(keys, leaves) if is_float(v)}
         by_key = {tuple(path): var for path, var in nnx.to_flat_state(variables)}
-        state = _engine.init(self.hook_optimizer, params)
+        shardings = {}
+        for key in params:
+            var = by_key.get(key)
+            sharding = _state_sharding(key, var) if isinstance(var, nnx.Variable) else None
+            if sharding is not None:
+                shardings[key] = sharding
+        with variables_context(by_key):
+            state = _engine.init(self.hook_optimizer, params, shardings)
         self.layout = state.layout
         slots = []
         for value, owner in zip(state.leaves(), state.layout.param_of, strict=True):
@@ -101,6 +153,20 @@ class NNXOptimizer(nnx.Optimizer[M]):
                     metadata = _slot_metadata(var)
             slots.append(OptimizerSlot(value, **metadata))
         self.opt_state = nnx.data(_engine.nest(state.layout.mirror, slots))
+
+    @property
+    def opt(self) -> Any:
+        """The hook optimizer, as a live view of this optimizer's state.
+
+        Reading an attribute gives its current value: state arrays (including
+        hyperparameters made live with :func:`flr_nnx.hyper`) are read from
+        their Variables, Python values from the optimizer. Assigning a live
+        hyperparameter (``optimizer.opt.learning_rate = 1e-4``) sets its Variable
+        (cast to its dtype), so it takes effect at the next step without a
+        recompile. Nested optimizers are views too
+        (``optimizer.opt.links[1].learning_rate``).
+        """
+        return LiveView(self, self.hook_optimizer, ())
 
     def _hook_state(self) -> _engine.HookState:
         slots = _engine.unnest(self.layout.mirror, self.opt_state)
@@ -130,9 +196,11 @@ class NNXOptimizer(nnx.Optimizer[M]):
         grad_keys, grad_leaves, _ = flatten(grad_arrays)
         flat_grads = {k: g for k, g in zip(grad_keys, grad_leaves) if is_float(g)}
         flat_params = {k: p for k, p in zip(keys, params) if k in flat_grads}
-        steps, new_state = _engine.step(
-            self.hook_optimizer, self._hook_state(), flat_grads, flat_params, loss
-        )
+        variables = nnx.to_flat_state(nnx.state(model, self.wrt, graph=self.graph))
+        with variables_context({tuple(path): var for path, var in variables}):
+            steps, new_state = _engine.step(
+                self.hook_optimizer, self._hook_state(), flat_grads, flat_params, loss
+            )
         updates = treedef.unflatten(
             [-steps[k] if k in steps else jnp.zeros_like(p) for k, p in zip(keys, params)]
         )
@@ -142,3 +210,255 @@ class NNXOptimizer(nnx.Optimizer[M]):
             slot.set_value(value)
         self.step[...] += 1
         return updates
+
+
+class LiveView:
+    """A live view of a hook optimizer whose state lives in an :class:`NNXOptimizer`.
+
+    Obtained as ``optimizer.opt``. Attribute reads return the current state
+    (array attributes, dicts of per-parameter state as plain dicts) or the
+    optimizer's Python values; assigning an array attribute updates the state.
+    """
+
+    def __init__(self, owner: NNXOptimizer, node: Any, prefix: _engine.Path):
+        object.__setattr__(self, "_owner", owner)
+        object.__setattr__(self, "_node", node)
+        object.__setattr__(self, "_prefix", prefix)
+
+    def _slots(self) -> dict[_engine.Path, OptimizerSlot]:
+        owner = self._owner
+        slots = _engine.unnest(owner.layout.mirror, owner.opt_state)
+        return dict(zip(owner.layout.paths, slots, strict=True))
+
+    def _statics(self) -> dict[_engine.Path, Any]:
+        return dict(self._owner.layout.statics)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        path = (*self._prefix, (ATTR, name))
+        node = vars(self._node).get(name, _engine._ABSENT)
+        value = _resolve(self._owner, node, path, self._slots(), self._statics())
+        if value is _engine._ABSENT:
+            raise AttributeError(
+                f"{format_path(self._prefix)} ({type(self._node).__name__}) has no attribute "
+                f"{name!r}."
+            )
+        return value
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        path = (*self._prefix, (ATTR, name))
+        where = format_path(path)
+        slot = self._slots().get(path)
+        if slot is not None:
+            slot.set_value(cast_like(value, slot.get_value(), where))
+            return
+        if name in vars(self._node) or path in self._statics():
+            raise HyperparameterError(
+                f"{where} is a Python value, compiled into the training step as a constant; "
+                "assigning it would not change training. Fix: construct the optimizer with "
+                f"`flr.hyper(...)` for {name!r} to make it live state (e.g. "
+                "`flr.optim.Adam(flr.hyper(1e-3))`)."
+            )
+        raise AttributeError(
+            f"{format_path(self._prefix)} ({type(self._node).__name__}) has no attribute "
+            f"{name!r}; new attributes cannot be added after init."
+        )
+
+    def __dir__(self) -> list[str]:
+        steps = _next_steps(self._owner, self._prefix)
+        return sorted(set(vars(self._node)) | {step[1] for step in steps})
+
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{name}={_short(getattr(self, name))}"
+            for name in self.__dir__()
+            if not name.startswith("_")
+        )
+        return f"{type(self._node).__name__}({fields})"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, jax.Array) and value.ndim == 0 and _concrete(value):
+        return repr(value.item())
+    if isinstance(value, jax.Array):
+        return f"Array{tuple(value.shape)}:{value.dtype}"
+    if isinstance(value, dict) and len(value) > 3:
+        return f"{{...{len(value)} entries}}"
+    return repr(value)
+
+
+def _next_steps(owner: NNXOptimizer, prefix: _engine.Path) -> Iterator[_engine.Step]:
+    seen = {}
+    for path in (*owner.layout.paths, *(p for p, _ in owner.layout.statics)):
+        if len(path) > len(prefix) and path[: len(prefix)] == prefix:
+            seen.setdefault(path[len(prefix)], None)
+    return iter(seen)
+
+
+def _resolve(
+    owner: NNXOptimizer,
+    node: Any,
+    path: _engine.Path,
+    slots: dict[_engine.Path, OptimizerSlot],
+    statics: dict[_engine.Path, Any],
+) -> Any:
+    if path in slots:
+        return slots[path].get_value()
+    if path in statics:
+        return statics[path]
+    if isinstance(node, Optimizer):
+        return LiveView(owner, node, path)
+    steps = dict.fromkeys(_next_steps(owner, path))
+    if isinstance(node, dict):
+        steps.update(dict.fromkeys((ITEM, k) for k in node))
+    elif isinstance(node, (list, tuple)):
+        steps.update(dict.fromkeys((INDEX, i) for i in range(len(node))))
+    elif node is not _engine._ABSENT and not steps:
+        return node  # a static value (float, callable, ...)
+    if not steps:
+        return node
+    children = {}
+    for step in steps:
+        if isinstance(node, dict):
+            child = node.get(step[1], _engine._ABSENT)
+        elif isinstance(node, (list, tuple)) and step[0] == INDEX and step[1] < len(node):
+            child = node[step[1]]
+        else:
+            child = _engine._ABSENT
+        children[step[1]] = _resolve(owner, child, (*path, step), slots, statics)
+    if isinstance(node, (list, tuple)) or (steps and next(iter(steps))[0] == INDEX):
+        return [children[i] for i in sorted(children)]
+    return children
+
+
+# --------------------------------------------------------------------------
+# Checkpoints: plain nested dicts of arrays, as orbax-checkpoint saves them.
+
+
+def state_dict(obj: Any) -> dict[Any, Any]:
+    """The state of a model, an optimizer or an optax state as a nested dict of arrays.
+
+    This is what to save with orbax-checkpoint (or any pytree checkpointer):
+    for an NNX object (a model, an :class:`NNXOptimizer`) it is
+    ``nnx.to_pure_dict(nnx.state(obj))``; for an optax state (including a
+    :class:`~flr_nnx.HookState` from :func:`~flr_nnx.as_optax`) it is the state's
+    leaves nested by their key path. Load it back with :func:`load_state_dict`.
+
+    Args:
+        obj: an NNX module or pytree node, or an optax state.
+
+    Returns:
+        A nested dict of arrays.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import flr_nnx as flr
+        >>> tx = flr.as_optax(flr.optim.Adam(0.1))
+        >>> sorted(flr.state_dict(tx.init({"w": jnp.ones(2)}))["tree"])
+        ['bc1', 'bc2', 'count', 'mu', 'nu']
+    """
+    out: dict[Any, Any] = {}
+    for key, leaf in _flat_leaves(obj):
+        node = out
+        for part in key[:-1]:
+            node = node.setdefault(part, {})
+        node[key[-1] if key else "value"] = leaf
+    return out
+
+
+def _flat_leaves(obj: Any) -> list[tuple[tuple[Any, ...], Any]]:
+    if isinstance(obj, (nnx.Module, nnx.Pytree)):
+        return [
+            (tuple(path), var.get_value() if isinstance(var, nnx.Variable) else var)
+            for path, var in nnx.to_flat_state(nnx.state(obj))
+        ]
+    keys, leaves, _ = flatten(obj)
+    return list(zip(keys, leaves, strict=True))
+
+
+def _find(tree: Any, key: tuple[Any, ...]) -> Any:
+    node = tree
+    for part in key:
+        if not isinstance(node, dict):
+            return _engine._ABSENT
+        # orbax-checkpoint saves integer keys (layer indices) as strings.
+        if part in node:
+            node = node[part]
+        elif str(part) in node:
+            node = node[str(part)]
+        else:
+            return _engine._ABSENT
+    return node
+
+
+def _paths(tree: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _paths(value, (*prefix, str(key)))
+    else:
+        yield prefix
+
+
+def load_state_dict(obj: Any, tree: dict[Any, Any]) -> Any:
+    """Loads a :func:`state_dict` (e.g. restored by orbax-checkpoint) into ``obj``.
+
+    Integer path parts saved as strings (as orbax-checkpoint does) are matched.
+    Every array is checked against ``obj``'s before anything changes, and is
+    placed with the sharding of the array it replaces.
+
+    Args:
+        obj: an NNX module or pytree node (updated in place), or an optax state
+            (not modified; the loaded state is returned).
+        tree: a nested dict of arrays, as returned by :func:`state_dict`.
+
+    Returns:
+        ``obj`` (NNX) or the loaded optax state.
+
+    Raises:
+        StructureError: if ``tree`` does not have exactly the paths of ``obj``'s
+            state, with the same shapes and dtypes (e.g. a checkpoint of another
+            model or another optimizer).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import flr_nnx as flr
+        >>> tx = flr.as_optax(flr.optim.Adam(0.1))
+        >>> state = tx.init({"w": jnp.ones(2)})
+        >>> saved = flr.state_dict(state)
+        >>> flr.load_state_dict(state, saved).tree["count"]
+        Array(0, dtype=int32)
+    """
+    leaves = _flat_leaves(obj)
+    what = type(obj).__name__
+    expected = {tuple(map(str, key)) for key, _ in leaves}
+    extra = sorted(p for p in _paths(tree) if p not in expected)
+    values = []
+    missing = []
+    for key, old in leaves:
+        new = _find(tree, key)
+        if new is _engine._ABSENT or isinstance(new, dict):
+            missing.append("/".join(map(str, key)))
+            continue
+        dtype = getattr(new, "dtype", None) or np.asarray(new).dtype
+        if np.shape(new) != np.shape(old) or dtype != old.dtype:
+            raise StructureError(
+                f"Checkpoint entry {'/'.join(map(str, key))} is {describe(new)}, but {what} "
+                f"expects {describe(old)}. Fix: restore into a {what} built like the one that "
+                "was saved (same model sizes, same optimizer and hyperparameter types)."
+            )
+        sharding = old.sharding if _concrete(old) else None
+        values.append(jax.device_put(new, sharding) if sharding is not None else jnp.asarray(new))
+    if missing or extra:
+        raise StructureError(
+            f"The checkpoint does not match this {what}. Missing entries: {missing[:8]}"
+            f"{' ...' if len(missing) > 8 else ''}; unexpected entries: "
+            f"{['/'.join(p) for p in extra[:8]]}{' ...' if len(extra) > 8 else ''}. Fix: "
+            f"restore into a {what} built like the one that was saved (same model, same "
+            "optimizer); a checkpoint of another structure cannot be loaded."
+        )
+    if isinstance(obj, (nnx.Module, nnx.Pytree)):
+        flat = [(key, value) for (key, _), value in zip(leaves, values, strict=True)]
+        nnx.update(obj, nnx.from_flat_state(flat))
+        return obj
+    return jax.tree.unflatten(jax.tree.structure(obj), values)

@@ -1,0 +1,209 @@
+"""Parameter groups and freezing: different optimizers for different parameters."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import jax
+from flax import nnx
+from flax.nnx import filterlib
+
+from flr_nnx._errors import HookError, HyperparameterError
+from flr_nnx._optimizer import Key, Optimizer
+
+# The model's Variables by parameter key, set by NNXOptimizer while it runs the
+# engine, so that Variable-type filters can see what a parameter is.
+_VARIABLES: contextvars.ContextVar[Mapping[Key, Any] | None] = contextvars.ContextVar(
+    "flr_nnx_variables", default=None
+)
+
+
+@contextlib.contextmanager
+def variables_context(variables: Mapping[Key, Any]) -> Iterator[None]:
+    """Makes the model's Variables (by parameter key) visible to :class:`Partition`."""
+    token = _VARIABLES.set(variables)
+    try:
+        yield
+    finally:
+        _VARIABLES.reset(token)
+
+
+def _path_text(key: Key) -> str:
+    return "/".join(map(str, key))
+
+
+def _needs_variable(filter_: Any) -> bool:
+    if isinstance(filter_, (tuple, list)):
+        return any(_needs_variable(f) for f in filter_)
+    return isinstance(filter_, (type, filterlib.OfType))
+
+
+def _matches(filter_: Any, key: Key, value: Any) -> bool:
+    if isinstance(filter_, str):
+        return re.search(filter_, _path_text(key)) is not None
+    if isinstance(filter_, re.Pattern):
+        return filter_.search(_path_text(key)) is not None
+    if isinstance(filter_, (tuple, list)):
+        return any(_matches(f, key, value) for f in filter_)
+    return bool(filterlib.to_predicate(filter_)(key, value))
+
+
+class Partition(Optimizer):
+    r"""Parameter groups: each parameter is trained by the optimizer of its group.
+
+    The counterpart of ``optax.partition`` and of torch's ``param_groups``.
+    Groups are selected by NNX-style filters, tried in order (the first match
+    wins); parameters no filter selects go to ``default``. A group whose
+    optimizer is ``None`` is **frozen**: its parameters get a zero update and
+    no optimizer state at all.
+
+    .. math::
+
+        u_p = \mathrm{opt}_{g(p)}(g_p), \quad g(p) = \min\{i : f_i(p)\}
+        \text{ (or the default)}, \quad u_p = 0 \text{ if frozen}
+
+    A filter is one of:
+
+    - a ``str`` or compiled ``re`` pattern: a regular expression searched in the
+      parameter's path joined by ``/`` (e.g. ``r"bias$"``, ``r"^layers/0/"``);
+      note that NNX itself reads a string filter as a tag;
+    - a Variable type (e.g. ``nnx.LoRAParam``) or ``nnx.OfType``: needs the
+      model's Variables, so it works under :class:`~flr_nnx.NNXOptimizer` only;
+    - a callable ``f(key, value) -> bool`` (an NNX filter predicate) on the key
+      tuple (e.g. ``('layers', 0, 'kernel')``) and the Variable (under
+      ``NNXOptimizer``) or the array (under ``as_optax``);
+    - ``...``/``True`` (everything), ``None``/``False`` (nothing), ``nnx.Any``,
+      ``nnx.All``, ``nnx.Not``, or a tuple (any of them).
+
+    Each group's optimizer keeps its own state (under ``optimizers[i]``) for
+    its own parameters only, and counts its own steps.
+
+    Args:
+        groups: ``(filter, optimizer or None)`` pairs, first match wins.
+        default: the optimizer of the parameters no filter selects, or ``None``
+            to freeze them. It must be given explicitly.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import flr_nnx as flr
+        >>> opt = flr.optim.Partition(
+        ...     [(r"bias$", flr.optim.Adam(0.01)), (r"^embed", None)],  # embed frozen
+        ...     default=flr.optim.Adam(0.1),
+        ... )
+        >>> tx = flr.as_optax(opt)
+        >>> params = {"embed": jnp.ones(2), "dense": {"kernel": jnp.ones(2), "bias": jnp.ones(2)}}
+        >>> state = tx.init(params)
+        >>> updates, state = tx.update(params, state, params)
+        >>> updates["embed"], updates["dense"]["bias"]
+        (Array([-0., -0.], dtype=float32), Array([-0.00999993, -0.00999993], dtype=float32))
+        >>> sorted(state.tree["optimizers"][0]["mu"]["dense"])  # state only for its group
+        ['bias']
+    """
+
+    def __init__(
+        self,
+        groups: Sequence[tuple[Any, Optimizer | None]],
+        *,
+        default: Optimizer | None,
+    ):
+        filters, optimizers = [], []
+        for i, group in enumerate(groups):
+            if not (isinstance(group, (tuple, list)) and len(group) == 2):
+                raise HyperparameterError(
+                    f"Partition group {i} is {group!r}; expected a (filter, optimizer) pair. "
+                    "Fix: pass e.g. [(r'bias$', flr.optim.Adam(1e-3)), (nnx.LoRAParam, None)]."
+                )
+            filter_, opt = group
+            if opt is not None and not isinstance(opt, Optimizer):
+                raise HyperparameterError(
+                    f"Partition group {i} has optimizer {opt!r}; expected a hook optimizer "
+                    "or None (frozen). Fix: wrap optax transformations with flr.from_optax."
+                )
+            filters.append(filter_)
+            optimizers.append(opt)
+        if default is not None and not isinstance(default, Optimizer):
+            raise HyperparameterError(
+                f"Partition(default={default!r}): expected a hook optimizer or None (frozen). "
+                "Fix: wrap optax transformations with flr.from_optax."
+            )
+        self.filters = tuple(filters)
+        self.optimizers = [*optimizers, default]
+
+    def labels(self, keys: Sequence[Key], params: Any = None) -> dict[Key, int]:
+        """The group index of each key (``len(groups)`` for the default group).
+
+        Args:
+            keys: parameter keys.
+            params: the parameters by key (to show to predicates when the
+                model's Variables are not known), or ``None``.
+
+        Returns:
+            A dict from key to group index.
+        """
+        variables = _VARIABLES.get()
+        out = {}
+        for key in keys:
+            if variables is not None and key in variables:
+                value = variables[key]
+            elif isinstance(params, Mapping):
+                value = params[key]
+            else:
+                value = None
+            group = len(self.filters)
+            for i, filter_ in enumerate(self.filters):
+                if _needs_variable(filter_) and not isinstance(value, nnx.Variable):
+                    raise HookError(
+                        f"Partition group {i} selects parameters by Variable type "
+                        f"({filter_!r}), but parameter {key} is a plain array here (as_optax "
+                        "sees arrays, not Variables). Fix: use flr.NNXOptimizer, or select by "
+                        "a path regex (e.g. r'lora') or a predicate on the key."
+                    )
+                if _matches(filter_, key, value):
+                    group = i
+                    break
+            out[key] = group
+        return out
+
+    def __call__(
+        self, loss: Any, grads: dict[Key, jax.Array], params: Mapping[Key, jax.Array]
+    ) -> dict[Key, jax.Array]:
+        labels = self.labels(list(grads), params)
+        updates: dict[Key, jax.Array] = {}
+        for i, opt in enumerate(self.optimizers):
+            if opt is None:
+                continue  # frozen: no update (the engine fills zeros), no state
+            mine = {k: g for k, g in grads.items() if labels[k] == i}
+            if not mine:
+                continue
+            sub_params = {k: params[k] for k in mine} if isinstance(params, Mapping) else params
+            updates.update(opt(loss=loss, grads=mine, params=sub_params))
+        return updates
+
+
+def freeze(opt: Optimizer, *filters: Any) -> Partition:
+    """Trains with ``opt`` all parameters except those selected by ``filters``.
+
+    Shorthand for ``Partition([(filters, None)], default=opt)``: the frozen
+    parameters get a zero update and no optimizer state.
+
+    Args:
+        opt: the optimizer of the trained parameters.
+        *filters: filters of the frozen parameters (see :class:`Partition`).
+
+    Returns:
+        A :class:`Partition`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import flr_nnx as flr
+        >>> tx = flr.as_optax(flr.optim.freeze(flr.optim.Adam(0.1), r"^encoder/"))
+        >>> params = {"encoder": {"w": jnp.ones(2)}, "head": {"w": jnp.ones(2)}}
+        >>> updates, _ = tx.update(params, tx.init(params), params)
+        >>> updates["encoder"]["w"], updates["head"]["w"]
+        (Array([-0., -0.], dtype=float32), Array([-0.09999934, -0.09999934], dtype=float32))
+    """
+    return Partition([(filters, None)], default=opt)
