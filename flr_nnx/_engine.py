@@ -34,7 +34,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flr_nnx._errors import HookError, StateError, StructureError, TracerLeakError, describe
+from flr_nnx._errors import (
+    FlrError,
+    HookError,
+    Missing,
+    StateError,
+    StructureError,
+    TracerLeakError,
+    describe,
+)
 from flr_nnx._optimizer import _ON_NEW_ATTRIBUTE, Key, Optimizer
 
 ATTR, ITEM, INDEX, NODE = "attr", "item", "index", "node"
@@ -641,6 +649,28 @@ def check_updates(
     return out
 
 
+def _call_hooks(work: Optimizer, loss: Any, grads: dict[Key, Any], params: Any) -> Any:
+    """Runs ``work``; a JAX error about a :class:`Missing` becomes its clear error."""
+    try:
+        return work(loss=loss, grads=grads, params=params)
+    except FlrError:
+        raise
+    except TypeError as error:
+        # JAX's own checks reject the stand-in first (``jnp.sqrt(param)``) and name it.
+        text = str(error)
+        for value in (params, loss):
+            if isinstance(value, Missing) and ("_errors.Missing" in text or repr(value) in text):
+                raise value.error() from error
+        raise
+
+
+def _and_more(names: Sequence[str]) -> str:
+    if not names:
+        return ""
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return f" (also {shown})"
+
+
 def step(
     opt: Optimizer,
     state: HookState,
@@ -668,7 +698,7 @@ def step(
     work = rebuild(opt, values)
     before = walk(work)
     known_tracers = _tracers(_unmanaged(work))
-    updates = work(loss=loss, grads=dict(grads), params=params)
+    updates = _call_hooks(work, loss, dict(grads), params)
     _check_leaks(opt, known_tracers, work, "a step")
     updates = check_updates(opt, updates, grads, params)
     after = walk(work)
@@ -694,7 +724,7 @@ def step(
     if created:
         raise StateError(
             f"{format_path(created[0])} was created after init"
-            f"{f' (and {len(created) - 1} more)' if len(created) > 1 else ''}. The state "
+            f"{_and_more([format_path(p) for p in created[1:]])}. The state "
             "structure is fixed by the first step (at init) so training compiles once. "
             "Fix: create all state on the first call of the hook (e.g. in `_build`), "
             "for every parameter, or initialise again with the new parameters."

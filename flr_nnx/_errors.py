@@ -112,24 +112,31 @@ class Missing:
         self._fix = fix
 
     def _fail(self, *_: Any, **__: Any) -> Any:
-        raise MissingArgumentError(
-            f"This optimizer reads `{self._name}`, but it was not provided to this step. "
-            f"Fix: {self._fix}"
-        )
+        raise self.error()
 
     def __repr__(self) -> str:
         return f"<missing {self._name}>"
 
     def __getattr__(self, attr: str) -> Any:
-        if attr.startswith("__") or attr in ("_name", "_fix"):
+        if attr.startswith("__") or attr in ("_name", "_fix", "error"):
             raise AttributeError(attr)
         return self._fail()
 
-    __jax_array__ = __array__ = __bool__ = __float__ = __int__ = __index__ = _fail
+    # No __jax_array__: JAX rejects it while tracing with its own error, whereas
+    # without it JAX's TypeError names this class and the engine re-raises it as
+    # a MissingArgumentError (see ``_engine._call_hooks``).
+    __array__ = __bool__ = __float__ = __int__ = __index__ = __contains__ = _fail
     __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _fail
     __truediv__ = __rtruediv__ = __pow__ = __rpow__ = __neg__ = __abs__ = _fail
     __matmul__ = __rmatmul__ = __lt__ = __le__ = __gt__ = __ge__ = _fail
     __iter__ = __len__ = _fail
+
+    def error(self) -> MissingArgumentError:
+        """The error explaining that this value is missing and how to pass it."""
+        return MissingArgumentError(
+            f"This optimizer reads `{self._name}`, but it was not provided to this step. "
+            f"Fix: {self._fix}"
+        )
 
     def __getitem__(self, key: Any) -> Missing:
         # ``params[key]`` is fine; using the result is the error.

@@ -1,0 +1,668 @@
+"""Every misuse flr_nnx detects, as data: drives tests/test_errors.py and the docs page.
+
+Each error case is a function whose body is self-contained (it uses only ``jax``,
+``jnp``, ``optax``, ``nnx`` and ``flr``) and whose LAST statement is the call that
+raises. ``docs/what_happens_when.py`` renders the body as a runnable example, with
+that last statement wrapped in ``try``/``except``, next to the message the call
+really produces. Each behaviour case is a function whose body runs and asserts
+what happens in a situation that is deliberately *not* an error.
+
+To add a case: write the function here with ``@error_case(...)`` or ``@behaviour(...)``,
+then run ``python docs/what_happens_when.py`` to regenerate the page.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+import flr_nnx as flr
+
+__all__ = ["BEHAVIOURS", "CASES", "GROUPS", "Behaviour", "Case"]
+
+# (title, introduction) of each group of cases, in page order.
+GROUPS = {
+    "hooks": (
+        "A hook returns the wrong thing",
+        "``call_model`` must return a dict from parameter key to gradient (a subset of the "
+        "keys it got) and ``call_param`` an array shaped like the parameter, in its dtype.",
+    ),
+    "structure": (
+        "Gradients do not match the parameters",
+        "The parameters seen at ``init`` fix the structure; every step must pass "
+        "gradients for exactly those parameters.",
+    ),
+    "state": (
+        "Optimizer state misbehaves",
+        "State is discovered by running the first step at ``init``; after that its "
+        "structure, shapes and dtypes are fixed, so training compiles once.",
+    ),
+    "missing": (
+        "An optimizer needs ``params`` or ``loss`` that were not passed",
+        "The bridges pass a stand-in that raises as soon as a hook uses it.",
+    ),
+    "construction": (
+        "An optimizer is constructed with bad arguments",
+        "Built-in optimizers check their hyperparameters when constructed; every "
+        "optimizer class reports bad arguments with its signature.",
+    ),
+    "leaks": (
+        "A hook stores a traced value outside the optimizer",
+        "Only ``self`` (its attributes, dicts, lists and sub-optimizers) is optimizer "
+        "state. A traced value stored anywhere else is caught while the step is traced.",
+    ),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """A misuse, the exception it raises, and a regex its message must match."""
+
+    name: str
+    group: str
+    situation: str
+    error: type[Exception]
+    match: str
+    also: tuple[type[Exception], ...]
+    run: Callable[[], object]
+
+
+@dataclasses.dataclass(frozen=True)
+class Behaviour:
+    """A situation that is not an error, and asserts of what happens instead."""
+
+    name: str
+    situation: str
+    run: Callable[[], object]
+
+
+CASES: list[Case] = []
+BEHAVIOURS: list[Behaviour] = []
+
+
+def error_case(
+    group: str,
+    situation: str,
+    error: type[Exception],
+    match: str,
+    also: tuple[type[Exception], ...] = (),
+) -> Callable[[Callable[[], object]], Callable[[], object]]:
+    """Registers a misuse; ``also`` lists builtin exception types it must also be."""
+    assert group in GROUPS, group
+
+    def register(run: Callable[[], object]) -> Callable[[], object]:
+        CASES.append(Case(run.__name__, group, situation, error, match, also, run))
+        return run
+
+    return register
+
+
+def behaviour(situation: str) -> Callable[[Callable[[], object]], Callable[[], object]]:
+    def register(run: Callable[[], object]) -> Callable[[], object]:
+        BEHAVIOURS.append(Behaviour(run.__name__, situation, run))
+        return run
+
+    return register
+
+
+# -- hooks -------------------------------------------------------------------------
+
+
+@error_case(
+    "hooks",
+    "``call_param`` returns an update of the wrong shape",
+    flr.HookError,
+    r"WrongShape\.call_param for parameter \('w',\) returned array of shape \(\) .*"
+    r"expected shape \(3,\) and dtype float32.*Fix:",
+    also=(TypeError,),
+)
+def call_param_wrong_shape():
+    class WrongShape(flr.optim.Optimizer):
+        def call_param(self, grad, **_):
+            return grad.sum()  # a scalar, not an update per entry
+
+    flr.as_optax(WrongShape()).init({"w": jnp.ones(3)})
+
+
+@error_case(
+    "hooks",
+    "``call_param`` returns an update of the wrong dtype",
+    flr.HookError,
+    r"WrongDtype\.call_param for parameter \('w',\) returned array of shape \(3,\) and "
+    r"dtype float16.*expected shape \(3,\) and dtype float32.*astype\(param\.dtype\)",
+)
+def call_param_wrong_dtype():
+    class WrongDtype(flr.optim.Optimizer):
+        def call_param(self, grad, **_):
+            return grad.astype(jnp.float16)
+
+    flr.as_optax(WrongDtype()).init({"w": jnp.ones(3)})
+
+
+@error_case(
+    "hooks",
+    "``call_param`` returns something that is not an array",
+    flr.HookError,
+    r"NotAnArray\.call_param for parameter \('w',\) returned float 0\.1; expected an "
+    r"array of shape \(3,\) and dtype float32.*Fix:",
+)
+def call_param_not_an_array():
+    class NotAnArray(flr.optim.Optimizer):
+        def call_param(self, grad, **_):
+            return 0.1
+
+    flr.as_optax(NotAnArray()).init({"w": jnp.ones(3)})
+
+
+@error_case(
+    "hooks",
+    "``call_param`` returns ``None`` (a forgotten ``return``)",
+    flr.HookError,
+    r"ReturnsNone\.call_param for parameter \('w',\) returned None; expected an array "
+    r"of shape \(3,\).*Fix:",
+)
+def call_param_returns_none():
+    class ReturnsNone(flr.optim.Optimizer):
+        def call_param(self, grad, **_):
+            update = 0.1 * grad  # noqa: F841 -- and no `return`
+
+    flr.as_optax(ReturnsNone()).init({"w": jnp.ones(3)})
+
+
+@error_case(
+    "hooks",
+    "``call_model`` adds a key that is not a parameter",
+    flr.HookError,
+    r"AddsKey\.call_model returned keys that are not parameters: \[\('extra',\)\]\. "
+    r"Known keys look like \[\('w',\)\].*leave a key out to skip",
+)
+def call_model_adds_key():
+    class AddsKey(flr.optim.Optimizer):
+        def call_model(self, grads, **_):
+            return {**grads, ("extra",): jnp.zeros(())}
+
+    flr.as_optax(AddsKey()).init({"w": jnp.ones(3)})
+
+
+@error_case(
+    "hooks",
+    "``call_model`` returns something other than a dict",
+    flr.HookError,
+    r"ReturnsList\.call_model returned list .*expected a dict from parameter key to "
+    r"gradient.*Fix:",
+)
+def call_model_not_a_mapping():
+    class ReturnsList(flr.optim.Optimizer):
+        def call_model(self, grads, **_):
+            return list(grads.values())
+
+    flr.as_optax(ReturnsList()).init({"w": jnp.ones(3)})
+
+
+@error_case(
+    "hooks",
+    "``call_model`` returns a dict whose values are not arrays",
+    flr.HookError,
+    r"ReturnsFloats\.call_model returned float 1\.0 for parameter \('w',\); expected an "
+    r"array.*Fix:",
+)
+def call_model_non_array_value():
+    class ReturnsFloats(flr.optim.Optimizer):
+        def call_model(self, grads, **_):
+            return {key: 1.0 for key in grads}
+
+    flr.as_optax(ReturnsFloats()).init({"w": jnp.ones(3)})
+
+
+@error_case(
+    "hooks",
+    "``call_model`` changes a gradient's shape",
+    flr.HookError,
+    r"Flattens\.call_model returned array of shape \(6,\) .* for parameter \('w',\); "
+    r"expected shape \(2, 3\).*Fix:",
+)
+def call_model_changes_shape():
+    class Flattens(flr.optim.Optimizer):
+        def call_model(self, grads, **_):
+            return {key: grad.ravel() for key, grad in grads.items()}
+
+    flr.as_optax(Flattens()).init({"w": jnp.ones((2, 3))})
+
+
+@error_case(
+    "hooks",
+    "``__call__`` returns updates for keys that are not parameters",
+    flr.HookError,
+    r"ExtraUpdate\.__call__ returned updates for keys that are not parameters: "
+    r"\[\('bias',\)\].*Fix:",
+)
+def call_returns_extra_key():
+    class ExtraUpdate(flr.optim.Optimizer):
+        def __call__(self, loss, grads, params):
+            return {**grads, ("bias",): jnp.zeros(())}
+
+    flr.as_optax(ExtraUpdate()).init({"w": jnp.ones(3)})
+
+
+# -- structure -----------------------------------------------------------------------
+
+
+@error_case(
+    "structure",
+    "the gradients have other keys than the parameters at ``init`` (optax)",
+    flr.StructureError,
+    r"Missing keys: \[\('b',\)\]; extra keys: \[\('c',\)\]\. Fix: pass gradients of the "
+    r"same parameters",
+    also=(ValueError,),
+)
+def grads_other_keys_optax():
+    tx = flr.as_optax(flr.optim.Adam(1e-3))
+    params = {"a": jnp.ones(2), "b": jnp.ones(3)}
+    state = tx.init(params)
+    tx.update({"a": jnp.ones(2), "c": jnp.ones(3)}, state, params)
+
+
+@error_case(
+    "structure",
+    "the gradients come from another model (NNX)",
+    flr.StructureError,
+    r"Missing keys: \[\]; extra keys: \[\('layers', 1, 'bias'\), \('layers', 1, 'kernel'\)\]",
+)
+def grads_other_model_nnx():
+    small = nnx.Sequential(nnx.Linear(2, 2, rngs=nnx.Rngs(0)))
+    large = nnx.Sequential(nnx.Linear(2, 2, rngs=nnx.Rngs(0)), nnx.Linear(2, 1, rngs=nnx.Rngs(1)))
+    optimizer = flr.NNXOptimizer(small, flr.optim.Adam(1e-3), wrt=nnx.Param)
+    grads = jax.tree.map(jnp.ones_like, nnx.state(large, nnx.Param))
+    optimizer.update(small, grads)
+
+
+# -- state ---------------------------------------------------------------------------
+
+
+@error_case(
+    "state",
+    "a hook creates new state after ``init``",
+    flr.StateError,
+    r"opt\.history\[\('w', 2\)\] was created after init \(also opt\.calls\[1\]\S*\)\. The "
+    r"state structure is fixed by the first step.*Fix:",
+)
+def state_created_after_init():
+    class Growing(flr.optim.Optimizer):
+        def __init__(self):
+            self.calls = []
+            self.history = {}
+
+        def call_param(self, key, grad, **_):
+            self.calls.append(key)  # a Python list that grows at every trace
+            self.history[(*key, len(self.calls))] = grad
+            return grad
+
+    tx = flr.as_optax(Growing())
+    params = {"w": jnp.ones(3)}
+    state = tx.init(params)
+    tx.update(params, state, params)
+
+
+@error_case(
+    "state",
+    "a hook changes the dtype of state on the first step",
+    flr.StateError,
+    r"opt\.count starts as array of shape \(\) and dtype int32 but the first step turns it "
+    r"into array of shape \(\) and dtype float32.*Fix:",
+)
+def state_dtype_changes_at_init():
+    class HalfSteps(flr.optim.Optimizer):
+        def __init__(self):
+            self.count = jnp.zeros((), jnp.int32)
+
+        def call_model(self, grads, **_):
+            self.count = self.count + 0.5  # int32 + float -> float32
+            return grads
+
+    flr.as_optax(HalfSteps()).init({"w": jnp.ones(3)})
+
+
+@error_case(
+    "state",
+    "state changes dtype between steps",
+    flr.StateError,
+    r"opt\.last_loss changed from array of shape \(\) and dtype float32 to array of shape "
+    r"\(\) and dtype bfloat16 during a step.*astype\(float32\)",
+)
+def state_dtype_changes_between_steps():
+    class KeepsLoss(flr.optim.Optimizer):
+        def call_model(self, grads, loss, **_):
+            self.last_loss = loss  # float32 at init, whatever the caller passes later
+            return grads
+
+    tx = flr.as_optax(KeepsLoss())
+    params = {"w": jnp.ones(3)}
+    state = tx.init(params)
+    tx.update(params, state, params, value=jnp.ones((), jnp.bfloat16))
+
+
+@error_case(
+    "state",
+    "state changes shape between steps",
+    flr.StateError,
+    r"opt\.last_loss changed from array of shape \(\) and dtype float32 to array of shape "
+    r"\(4,\) and dtype float32 during a step; state must keep its shape and dtype",
+)
+def state_shape_changes_between_steps():
+    class KeepsLoss(flr.optim.Optimizer):
+        def call_model(self, grads, loss, **_):
+            self.last_loss = loss
+            return grads
+
+    tx = flr.as_optax(KeepsLoss())
+    params = {"w": jnp.ones(3)}
+    state = tx.init(params)
+    tx.update(params, state, params, value=jnp.ones(4))  # per-example losses
+
+
+@error_case(
+    "state",
+    "a hook deletes state",
+    flr.StateError,
+    r"opt\.m\[\('w',\)\] was optimizer state at init but is gone after this step.*Fix:",
+)
+def state_deleted():
+    class Forgetful(flr.optim.Optimizer):
+        def __init__(self):
+            self.m = {}
+
+        def call_param(self, key, grad, **_):
+            if key in self.m:
+                del self.m[key]  # present at init, deleted at the next step
+                return grad
+            self.m[key] = grad
+            return grad
+
+    tx = flr.as_optax(Forgetful())
+    params = {"w": jnp.ones(3)}
+    state = tx.init(params)
+    tx.update(params, state, params)
+
+
+@error_case(
+    "state",
+    "a hook changes a Python number (a compile-time constant)",
+    flr.StateError,
+    r"opt\.steps is a Python value \(a compile-time constant\), but a hook changed it from "
+    r"0 to 1 during init.*Fix: store it as a JAX array",
+)
+def python_counter_changes():
+    class PythonCounter(flr.optim.Optimizer):
+        def __init__(self):
+            self.steps = 0
+
+        def call_model(self, grads, **_):
+            self.steps += 1  # runs only while tracing: would stay 1 forever
+            return grads
+
+    flr.as_optax(PythonCounter()).init({"w": jnp.ones(3)})
+
+
+# -- missing arguments ----------------------------------------------------------------
+
+
+@error_case(
+    "missing",
+    "``as_optax``: a hook reads ``param`` but ``update`` got no ``params``",
+    flr.MissingArgumentError,
+    r"This optimizer reads `params`, but it was not provided to this step\. Fix: pass the "
+    r"parameters: `tx\.update\(grads, state, params\)`",
+    also=(TypeError,),
+)
+def params_not_passed():
+    class WeightDecay(flr.optim.Optimizer):
+        def call_param(self, grad, param, **_):
+            return grad + 1e-4 * param
+
+    tx = flr.as_optax(WeightDecay())
+    params = {"w": jnp.ones(3)}
+    state = tx.init(params)
+    tx.update(params, state)  # optax allows params=None
+
+
+@error_case(
+    "missing",
+    "``as_optax``: a hook reads ``loss`` but ``update`` got no ``value=``",
+    flr.MissingArgumentError,
+    r"This optimizer reads `loss`, but it was not provided to this step\. Fix: pass the loss "
+    r"as optax's `value=` extra argument",
+)
+def loss_not_passed_optax():
+    class LossScaled(flr.optim.Optimizer):
+        def call_model(self, grads, loss, **_):
+            return {key: grad / (1 + loss) for key, grad in grads.items()}
+
+    tx = flr.as_optax(LossScaled())
+    params = {"w": jnp.ones(3)}
+    state = tx.init(params)
+    tx.update(params, state, params)
+
+
+@error_case(
+    "missing",
+    "``NNXOptimizer``: a hook reads ``loss`` but ``update`` got no ``loss=``",
+    flr.MissingArgumentError,
+    r"This optimizer reads `loss`, but it was not provided to this step\. Fix: pass it to "
+    r"the update: `optimizer\.update\(model, grads, loss=loss\)`",
+)
+def loss_not_passed_nnx():
+    class LossScaled(flr.optim.Optimizer):
+        def call_model(self, grads, loss, **_):
+            return {key: grad / (1 + loss) for key, grad in grads.items()}
+
+    model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
+    optimizer = flr.NNXOptimizer(model, LossScaled(), wrt=nnx.Param)
+    grads = jax.tree.map(jnp.ones_like, nnx.state(model, nnx.Param))
+    optimizer.update(model, grads)
+
+
+# -- construction ----------------------------------------------------------------------
+
+
+@error_case(
+    "construction",
+    "a negative learning rate",
+    flr.HyperparameterError,
+    r"Adam\(learning_rate=-0\.001\): expected learning_rate in >= 0\.0, got -0\.001\. Fix:",
+    also=(ValueError,),
+)
+def negative_learning_rate():
+    flr.optim.Adam(-1e-3)
+
+
+@error_case(
+    "construction",
+    "a beta outside [0, 1)",
+    flr.HyperparameterError,
+    r"Adam\(b1=1\.0\): expected b1 in \[0\.0, 1\.0\), got 1\.0\. Fix:",
+)
+def beta_out_of_range():
+    flr.optim.Adam(1e-3, b1=1.0)
+
+
+@error_case(
+    "construction",
+    "a negative beta",
+    flr.HyperparameterError,
+    r"Adam\(b2=-0\.5\): expected b2 in \[0\.0, 1\.0\), got -0\.5\. Fix:",
+)
+def beta_negative():
+    flr.optim.Adam(1e-3, b2=-0.5)
+
+
+@error_case(
+    "construction",
+    "a negative epsilon",
+    flr.HyperparameterError,
+    r"Adam\(eps=-1e-08\): expected eps in >= 0\.0, got -1e-08\. Fix:",
+)
+def negative_eps():
+    flr.optim.Adam(1e-3, eps=-1e-8)
+
+
+@error_case(
+    "construction",
+    "an unknown keyword argument (a misspelt hyperparameter)",
+    flr.ArgumentError,
+    r"Adam\(learning_rate, b1=0\.9, b2=0\.999, .*\): unknown keyword argument beta1\. "
+    r"Did you mean `b1`\? Fix: call it as that signature says",
+    also=(TypeError, ValueError),
+)
+def unknown_keyword():
+    flr.optim.Adam(1e-3, beta1=0.8)
+
+
+@error_case(
+    "construction",
+    "another library's name for a hyperparameter, on your own optimizer",
+    flr.ArgumentError,
+    r"MySGD\(η=0\.01, momentum=0\.0\): unknown keyword argument lr\. Did you mean `η`\?",
+    also=(TypeError,),
+)
+def unknown_keyword_user_class():
+    class MySGD(flr.optim.Optimizer):
+        def __init__(self, η=0.01, momentum=0.0):
+            self.η, self.momentum = η, momentum
+
+    MySGD(lr=0.1)
+
+
+@error_case(
+    "construction",
+    "a required argument is missing",
+    flr.ArgumentError,
+    r"Adam\(learning_rate, .*\): missing a required argument: 'learning_rate'\. Fix:",
+)
+def missing_required_argument():
+    flr.optim.Adam()
+
+
+@error_case(
+    "construction",
+    "arguments to an optimizer that takes none",
+    flr.ArgumentError,
+    r"Identity -> Optimizer\(\): unknown keyword argument lr\. Fix: call it as that "
+    r"signature says \(accepted arguments: none\)",
+)
+def arguments_without_init():
+    class Identity(flr.optim.Optimizer):
+        def call_param(self, grad, **_):
+            return grad
+
+    Identity(lr=0.1)
+
+
+# -- tracer leaks ---------------------------------------------------------------------
+
+
+@error_case(
+    "leaks",
+    "a hook appends to a global list",
+    flr.TracerLeakError,
+    # On the docs page LOG is a global; run as a test function, a closure variable.
+    r"A hook of Logged stored a traced float32\[3\] in `LOG\[0\]` \(a (global used by|"
+    r"closure variable of) Logged\.call_param\) during init\..*UnexpectedTracerError\. "
+    r"Fix:.*jax\.debug\.print",
+    also=(RuntimeError,),
+)
+def tracer_leak_global():
+    LOG = []
+
+    class Logged(flr.optim.Optimizer):
+        def call_param(self, grad, **_):
+            LOG.append(grad)
+            return grad
+
+    flr.as_optax(Logged()).init({"w": jnp.ones(3)})
+
+
+@error_case(
+    "leaks",
+    "a hook writes into an object the engine does not copy",
+    flr.TracerLeakError,
+    r"A hook of Tracked stored a traced float32\[3\] in `opt\.stats\.last` \(an object the "
+    r"engine does not copy\) during init",
+)
+def tracer_leak_object():
+    class Stats:  # a plain object: configuration to the engine, not state
+        last = None
+
+    class Tracked(flr.optim.Optimizer):
+        def __init__(self):
+            self.stats = Stats()
+
+        def call_param(self, grad, **_):
+            self.stats.last = grad
+            return grad
+
+    flr.as_optax(Tracked()).init({"w": jnp.ones(3)})
+
+
+@error_case(
+    "leaks",
+    "a hook stores into a class attribute",
+    flr.TracerLeakError,
+    r"stored a traced float32\[3\] in `Cached\.cache\[\('w',\)\]` \(a class attribute\)",
+)
+def tracer_leak_class_attribute():
+    class Cached(flr.optim.Optimizer):
+        cache = {}  # noqa: RUF012 -- shared by all instances, not copied per step
+
+        def call_param(self, key, grad, **_):
+            type(self).cache[key] = grad
+            return grad
+
+    flr.as_optax(Cached()).init({"w": jnp.ones(3)})
+
+
+# -- behaviours: deliberately not errors ----------------------------------------------
+
+
+@behaviour("``call_model`` leaves a key out: that parameter gets no update this step")
+def dropped_key_gets_no_update():
+    class FreezeBias(flr.optim.Optimizer):
+        def __init__(self):
+            self.m = {}
+
+        def call_model(self, grads, **_):
+            return {key: grad for key, grad in grads.items() if key != ("bias",)}
+
+        def call_param(self, key, grad, **_):
+            if key not in self.m:
+                self.m[key] = jnp.zeros_like(grad)
+            self.m[key] = 0.9 * self.m[key] + grad
+            return 0.1 * self.m[key]
+
+    tx = flr.as_optax(FreezeBias())
+    params = {"kernel": jnp.ones(3), "bias": jnp.ones(2)}
+    state = tx.init(params)
+    updates, state = tx.update({"kernel": jnp.ones(3), "bias": jnp.ones(2)}, state, params)
+    assert (updates["bias"] == 0).all() and (updates["kernel"] != 0).all()
+    assert "bias" not in state.tree["m"]  # its call_param never ran, so it has no state
+
+
+@behaviour("``as_optax`` gets integer, boolean or ``float0`` leaves: they are left alone")
+def non_float_leaves_left_alone():
+    tx = flr.as_optax(flr.optim.Adam(0.1))
+    params = {"w": jnp.ones(2), "step": jnp.array([3, 4]), "mask": jnp.array([True, False])}
+    state = tx.init(params)
+    assert set(state.tree["mu"]) == {"w"}  # state only for float leaves
+    grads = {"w": jnp.ones(2), "step": jnp.array([7, 7]), "mask": jnp.array([True, True])}
+    updates, state = tx.update(grads, state, params)
+    new = optax.apply_updates(params, updates)
+    assert (new["step"] == params["step"]).all() and (new["mask"] == params["mask"]).all()
+    assert new["step"].dtype == jnp.int32 and (new["w"] < params["w"]).all()
+    # float0 gradients (from `jax.grad(..., allow_int=True)`) pass through as they are.
+    grads = jax.grad(lambda p: (p["w"] ** 2).sum(), allow_int=True)(params)
+    updates, state = tx.update(grads, state, params)
+    assert updates["step"].dtype == jax.dtypes.float0
