@@ -29,7 +29,9 @@ class AdamW(Optimizer):
     ``nesterov=True``, :math:`\hat m_t` is replaced by
     :math:`\beta_1 m_t / (1 - \beta_1^{t+1}) + (1 - \beta_1) g_t / (1 - \beta_1^t)`.
     The parameter becomes :math:`\theta_t - \Delta\theta_t`. Bit-identical to
-    ``optax.adamw`` under ``jit``.
+    ``optax.adamw`` under ``jit``, except on parameters narrower than float32
+    with a ``weight_decay`` schedule or a float32 ``mu_dtype``: optax's update
+    is then float32, and a hook returns it rounded to the parameter's dtype.
 
     Args:
         learning_rate: :math:`\eta`, a float or a schedule (a callable of the step count).
@@ -132,8 +134,9 @@ class NAdamW(AdamW):
             + \lambda_t \theta_{t-1} \right)
 
     with :math:`m_t, \hat v_t` as in :class:`AdamW`. Bit-identical to
-    ``optax.nadamw`` under ``jit``. Takes the arguments of :class:`AdamW`, with
-    ``nesterov=True`` by default (as ``optax.nadamw``).
+    ``optax.nadamw`` under ``jit`` (with the exception noted in :class:`AdamW`).
+    Takes the arguments of :class:`AdamW`, with ``nesterov=True`` by default (as
+    ``optax.nadamw``).
 
     Example:
         >>> import jax.numpy as jnp

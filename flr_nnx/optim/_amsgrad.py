@@ -26,7 +26,8 @@ class AMSGrad(Optimizer):
     The running maximum is of the bias-corrected second moment (as in optax);
     either bias correction can be switched off. The parameter becomes
     :math:`\theta_t - \Delta\theta_t`. Bit-identical to ``optax.amsgrad`` under
-    ``jit``.
+    ``jit``, except with a ``mu_dtype`` wider than the parameter: optax's update is
+    then in ``mu_dtype``, and a hook returns it rounded to the parameter's dtype.
 
     Args:
         learning_rate: :math:`\eta`, a float or a schedule (a callable of the step count).

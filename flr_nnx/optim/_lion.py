@@ -24,8 +24,10 @@ class Lion(Optimizer):
 
     The decay :math:`\lambda_t \theta_{t-1}` is on the parameter, only for
     the parameters ``mask`` selects. The parameter becomes
-    :math:`\theta_t - \Delta\theta_t`. Bit-identical to ``optax.lion`` under
-    ``jit``.
+    :math:`\theta_t - \Delta\theta_t`. Bit-identical to
+    ``optax.lion`` under ``jit``, except on parameters narrower than float32
+    with a ``weight_decay`` schedule or a float32 ``mu_dtype``: optax's update
+    is then float32, and a hook returns it rounded to the parameter's dtype.
 
     Args:
         learning_rate: :math:`\eta`, a float or a schedule (a callable of the step count).

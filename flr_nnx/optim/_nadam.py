@@ -20,7 +20,9 @@ class NAdam(Adam):
         \Delta\theta_t &= \eta_t \, \hat m_t / (\sqrt{\hat v_t + \bar\epsilon} + \epsilon)
 
     The parameter becomes :math:`\theta_t - \Delta\theta_t`. Bit-identical to
-    ``optax.nadam`` under ``jit``. It is :class:`Adam` with ``nesterov=True``
+    ``optax.nadam`` under ``jit`` (except with a ``mu_dtype`` wider than the
+    parameter: optax's update is then in ``mu_dtype``, and a hook returns it rounded
+    to the parameter's dtype). It is :class:`Adam` with ``nesterov=True``
     by default, and takes the arguments of ``optax.nadam`` in the same order.
 
     Args:

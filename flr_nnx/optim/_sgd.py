@@ -23,9 +23,9 @@ class SGD(Optimizer):
 
     Without ``momentum`` there is no velocity and :math:`\Delta\theta_t = \eta_t g_t`.
     The parameter becomes :math:`\theta_t - \Delta\theta_t`. Bit-identical to
-    ``optax.sgd`` under ``jit`` (when ``accumulator_dtype`` is that of the
-    parameter or ``None``: optax then returns an update in the accumulator's
-    dtype, whereas a hook returns the parameter's).
+    ``optax.sgd`` under ``jit``, except with an ``accumulator_dtype`` wider than
+    the parameter: optax's update is then in the accumulator's dtype, and a hook
+    returns it rounded to the parameter's dtype.
 
     Args:
         learning_rate: :math:`\eta`, a float or a schedule (a callable of the step count).
