@@ -51,6 +51,15 @@ def test_mask_selects_keys(mask, expected):
     assert flr.optim.Mask(mask).select(flat_of(small_params())) == expected
 
 
+def test_pytree_mask_made_from_an_nnx_state():
+    # The natural NNX spelling: a tree of bools mapped over the model's Param state
+    # (Variables holding bools); keys drop the Variables' `.value` like the params'.
+    model = Net(nnx.Rngs(0))
+    mask = jax.tree.map(lambda p: p.ndim > 1, nnx.state(model, nnx.Param))
+    keys = flat_of(nnx.state(model, nnx.Param))
+    assert flr.optim.Mask(mask).select(keys) == {("layers", 0, "kernel"), ("layers", 1, "kernel")}
+
+
 def test_key_mask_is_an_optax_mask_too():
     no_bias = flr.optim.key_mask(lambda key: key[-1] != "bias")
     assert no_bias(small_params()) == {

@@ -66,6 +66,11 @@ class KeyMask:
 def key_mask(predicate: Callable[[Key], bool]) -> KeyMask:
     """A mask from a predicate on the parameter key.
 
+    A bare callable given as a ``mask`` is always treated the optax way: called
+    with the parameter tree, it returns a tree of bools. A predicate on the key
+    must be wrapped in ``key_mask`` so it is told apart; nothing (such as the
+    callable's signature) is inspected.
+
     Args:
         predicate: called with each parameter's key, a tuple of its path parts
             (dict keys, attribute names and list indices), e.g.
@@ -110,7 +115,9 @@ class Mask:
         mask: ``None`` (every parameter), a pytree of bools shaped like the
             parameters or a prefix of them, a callable of the parameters
             returning such a pytree (optax's convention), or a :class:`KeyMask`
-            (see :func:`key_mask`). A ``Mask`` is accepted too.
+            (see :func:`key_mask`). A ``Mask`` is accepted too. A bare callable
+            is always called the optax way, with the parameter tree; a predicate
+            on the key must be wrapped in :func:`key_mask`.
     """
 
     __slots__ = ("spec",)
