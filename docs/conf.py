@@ -1,0 +1,184 @@
+"""Sphinx configuration of the flr_nnx documentation.
+
+Built with ``python -m sphinx -W -b html docs docs/_build/html`` (the test suite
+does exactly that). Besides the usual settings, this file holds one check: every
+public name of the public modules must appear, with a docstring, in the API
+pages; otherwise the build warns, and ``-W`` turns that into a failure.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pathlib
+import pkgutil
+import posixpath
+import re
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import flr_nnx  # noqa: E402
+
+project = "flr_nnx"
+author = "The flr_nnx authors"
+copyright = "2026, The flr_nnx authors"
+release = flr_nnx.__version__
+version = release
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+]
+
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+html_theme = "alabaster"
+html_static_path = ["_static"]
+html_title = f"flr_nnx {release}"
+html_theme_options = {"description": "Optimizers as small classes, for Flax NNX and optax."}
+
+# A literal block (``::``) is never executed by the test suite, so it must not
+# look like Python either: executable code goes in ``.. code-block:: python``.
+highlight_language = "text"
+
+autodoc_member_order = "bysource"
+autodoc_typehints = "signature"
+autodoc_default_options = {"show-inheritance": True}
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+
+
+def _public_modules() -> tuple[str, ...]:
+    """``flr_nnx`` and its submodules whose names do not start with ``_``.
+
+    ``conftest`` is pytest's (it sets up the doctests), not API.
+    """
+    found = [m.name.split(".")[-1] for m in pkgutil.iter_modules(flr_nnx.__path__)]
+    public = sorted(n for n in found if not n.startswith("_") and n != "conftest")
+    return ("flr_nnx", *(f"flr_nnx.{n}" for n in public))
+
+
+# The modules whose namespaces are public API (see ``check_public_api``).
+PUBLIC_MODULES = _public_modules()
+
+
+def public_names(module: Any) -> list[str]:
+    """The public names of a module's namespace: everything not starting with ``_``."""
+    return sorted(name for name in vars(module) if not name.startswith("_"))
+
+
+def _resolve(dotted: str) -> Any:
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj: Any = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        try:
+            for part in parts[cut:]:
+                obj = getattr(obj, part)
+        except AttributeError:
+            return None
+        return obj
+    return None
+
+
+def _own_doc(obj: Any) -> str:
+    # Not inspect.getdoc: it falls back to a base class's docstring.
+    doc = obj.__dict__.get("__doc__") if inspect.isclass(obj) else obj.__doc__
+    return (doc or "").strip()
+
+
+def find_undocumented(
+    documented: Iterable[str], modules: Iterable[str] = PUBLIC_MODULES
+) -> list[str]:
+    """Problems with the API pages: public names missing from them or lacking a docstring.
+
+    Args:
+        documented: dotted names of every object the API pages describe (the
+            Python domain's objects and modules).
+        modules: the public modules to check.
+
+    Returns:
+        One message per problem, empty when every public name is documented. A
+        name counts as documented when the same object appears in the API pages
+        under any public path (``flr_nnx.from_optax`` is ``flr_nnx.optim.from_optax``).
+    """
+    documented = set(documented)
+    seen = {id(obj) for obj in map(_resolve, documented) if obj is not None}
+    problems = []
+    for modname in modules:
+        try:
+            module = importlib.import_module(modname)
+        except ImportError as error:
+            problems.append(f"public module {modname} cannot be imported: {error}")
+            continue
+        for name in public_names(module):
+            obj = getattr(module, name)
+            dotted = f"{modname}.{name}"
+            if dotted not in documented and id(obj) not in seen:
+                problems.append(
+                    f"{dotted} is public but missing from the API pages. Fix: add it to the "
+                    f"page of {modname} in docs/api/ (e.g. `.. autoclass:: {name}` or "
+                    f"`.. autofunction:: {name}`), or rename it with a leading underscore."
+                )
+            elif (inspect.isclass(obj) or inspect.isroutine(obj)) and not _own_doc(obj):
+                problems.append(
+                    f"{dotted} has no docstring. Fix: give it a Google-style docstring."
+                )
+    return problems
+
+
+def check_public_api(app: Any, env: Any) -> None:
+    from sphinx.util import logging
+
+    domain = env.get_domain("py")
+    documented = set(domain.objects) | set(domain.modules)
+    for problem in find_undocumented(documented):
+        logging.getLogger("flr_nnx.docs").warning(problem)
+
+
+# Pages other parts of the project contribute. While one does not exist yet, its toctree
+# entry and the links to it are dropped instead of breaking the -W build.
+OPTIONAL_PAGES = ("guides/training_at_scale", "performance", "zoo_table", "what_happens_when")
+_DOC_ROLE = re.compile(r":doc:`(?:([^`<]*?)\s*<)?([^`<>]+)>?`")
+
+
+def _missing_optional_pages(srcdir: pathlib.Path) -> list[str]:
+    return [page for page in OPTIONAL_PAGES if not (srcdir / f"{page}.rst").exists()]
+
+
+def drop_missing_pages(app: Any, docname: str, source: list[str]) -> None:
+    missing = set(_missing_optional_pages(pathlib.Path(app.srcdir)))
+    if not missing:
+        return
+
+    def resolve(target: str) -> str:
+        if target.startswith("/"):
+            return target[1:]
+        return posixpath.normpath(posixpath.join(posixpath.dirname(docname), target))
+
+    def unlink(match: re.Match[str]) -> str:
+        title, target = match.group(1), match.group(2).strip()
+        if resolve(target) not in missing:
+            return match.group(0)
+        return f"*{title or posixpath.basename(target).replace('_', ' ')}*"
+
+    text = _DOC_ROLE.sub(unlink, source[0])
+    if docname == "index":
+        text = "\n".join(
+            line
+            for line in text.split("\n")
+            if line.strip() not in missing or not line.startswith(" ")
+        )
+    source[0] = text
+
+
+def setup(app: Any) -> dict[str, Any]:
+    app.connect("source-read", drop_missing_pages)
+    app.connect("env-check-consistency", check_public_api)
+    return {"parallel_read_safe": True}
