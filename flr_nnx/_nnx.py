@@ -50,6 +50,26 @@ def _concrete(value: Any) -> bool:
     return isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer)
 
 
+def _keep_sharding(value: Any, var: Any) -> Any:
+    """Constrains a new value to its Variable's annotated sharding, if a mesh is known.
+
+    Under ``jit`` XLA chooses output shardings by propagation, which may move a
+    replicated parameter onto the layout of its (differently sharded) state;
+    the annotation (``out_sharding``, for state: the parameter's
+    ``optimizer_sharding``) keeps every array where it was created.
+    """
+    if not isinstance(var, nnx.Variable):
+        return value
+    metadata = var.get_metadata()
+    spec = metadata.get("out_sharding")
+    if not spec or not hasattr(value, "ndim"):
+        return value
+    mesh = metadata.get("mesh")
+    if mesh is None and jax.sharding.get_abstract_mesh().empty:
+        return value
+    return spmd.shard_value(value, spec, metadata.get("sharding_rules"), mesh)
+
+
 def _state_sharding(key: tuple[Any, ...], param: nnx.Variable) -> Any:
     """The sharding of state keyed by ``param``: its ``optimizer_sharding`` or its own.
 
@@ -197,17 +217,20 @@ class NNXOptimizer(nnx.Optimizer[M]):
         flat_grads = {k: g for k, g in zip(grad_keys, grad_leaves) if is_float(g)}
         flat_params = {k: p for k, p in zip(keys, params) if k in flat_grads}
         variables = nnx.to_flat_state(nnx.state(model, self.wrt, graph=self.graph))
-        with variables_context({tuple(path): var for path, var in variables}):
+        by_key = {tuple(path): var for path, var in variables}
+        with variables_context(by_key):
             steps, new_state = _engine.step(
                 self.hook_optimizer, self._hook_state(), flat_grads, flat_params, loss
             )
         updates = treedef.unflatten(
             [-steps[k] if k in steps else jnp.zeros_like(p) for k, p in zip(keys, params)]
         )
-        nnx.update(model, optax.apply_updates(param_arrays, updates))
+        new_keys, new_params, new_def = flatten(optax.apply_updates(param_arrays, updates))
+        new_params = [_keep_sharding(v, by_key.get(k)) for k, v in zip(new_keys, new_params)]
+        nnx.update(model, new_def.unflatten(new_params))
         slots = _engine.unnest(self.layout.mirror, self.opt_state)
         for slot, value in zip(slots, new_state.leaves(), strict=True):
-            slot.set_value(value)
+            slot.set_value(_keep_sharding(value, slot))
         self.step[...] += 1
         return updates
 

@@ -1,0 +1,75 @@
+"""Sharded optimizer state on 8 simulated CPU devices (FSDP + data parallel), in a subprocess.
+
+XLA fixes the device count when JAX starts, so the 8-device run happens in a
+fresh interpreter with ``--xla_force_host_platform_device_count=8``.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+SCRIPT = r"""
+import json, sys
+sys.path.insert(0, "examples")
+import jax, jax.numpy as jnp, optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+import flr_nnx as flr
+import sharded_training as ex
+
+out = ex.main(steps=20, sizes=(16, 32, 32, 8), batch=32)
+
+# After 20 nnx.jit steps the parameters keep their own layout too (the
+# replicated `scale` is not pulled onto its fsdp-sharded moments).
+mesh = ex.make_mesh()
+model, optimizer, _ = ex.train(mesh, (16, 32, 32, 8), 2, 32)
+out["scale_replicated"] = model.scale[...].sharding.is_fully_replicated
+kernel = model.layers[0].kernel[...]
+out["kernel_fsdp"] = kernel.sharding.is_equivalent_to(NamedSharding(mesh, P("fsdp", None)), 2)
+
+# as_optax: tx.init on sharded parameters creates state with their shardings,
+# also inside nnx.Optimizer, and jitted updates keep them.
+params = nnx.as_pure(nnx.state(model, nnx.Param))
+tx = flr.as_optax(flr.optim.Adam(1e-3))
+state = tx.init(params)
+def same(state_tree, params):
+    return [
+        s.sharding.is_equivalent_to(p.sharding, p.ndim)
+        for s, p in zip(jax.tree.leaves(state_tree), jax.tree.leaves(params), strict=True)
+    ]
+out["as_optax_init"] = same(state.tree["mu"], params)
+grads = jax.tree.map(jnp.ones_like, params)
+_, state = jax.jit(tx.update)(grads, state, params)
+out["as_optax_step"] = same(state.tree["nu"], params)
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_fsdp_data_parallel_state_follows_parameters_and_matches_one_device():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+    out = json.loads(line[len("RESULT ") :])
+    assert out["devices"] == 8 and out["mesh"] == {"data": 2, "fsdp": 4}
+    # Every state array keyed by a parameter: mu and nu of 3 kernels, 3 biases, scale.
+    assert len(out["checks"]) == 14
+    assert all(ok for _, ok in out["checks"]), out["checks"]
+    assert out["steps"] == 20
+    assert out["deviation"] <= 1e-6
+    assert out["losses"][-1] < out["losses"][0]
+    assert out["scale_replicated"] and out["kernel_fsdp"]
+    assert all(out["as_optax_init"]) and len(out["as_optax_init"]) == 7
+    assert all(out["as_optax_step"])
