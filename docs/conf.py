@@ -46,7 +46,8 @@ html_theme_options = {"description": "Optimizers as small classes, for Flax NNX 
 highlight_language = "text"
 
 autodoc_member_order = "bysource"
-autodoc_typehints = "signature"
+# Types go into the parameter lists, so that signatures stay short.
+autodoc_typehints = "description"
 autodoc_default_options = {"show-inheritance": True}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
