@@ -18,6 +18,7 @@ from flr_nnx.optim._mask import KeyMask as KeyMask
 from flr_nnx.optim._mask import Mask as Mask
 from flr_nnx.optim._mask import key_mask as key_mask
 from flr_nnx.optim._nadam import NAdam as NAdam
+from flr_nnx.optim._packed import Packed as Packed
 from flr_nnx.optim._radam import RAdam as RAdam
 from flr_nnx.optim._sgd import SGD as SGD
 from flr_nnx.optim._sgd import SignSGD as SignSGD

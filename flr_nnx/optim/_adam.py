@@ -45,6 +45,10 @@ class Adam(Optimizer):
         Array([-0.09999934,  0.09999934], dtype=float32)
     """
 
+    # call_param treats every element independently and call_model only computes
+    # per-step scalars, so flr_nnx.optim.Packed may run it on packed buffers.
+    elementwise = True
+
     def __init__(
         self,
         learning_rate: ScalarOrSchedule,
