@@ -1,6 +1,7 @@
 """flr_nnx: write an optimizer as a small class with hooks; run it in Flax NNX and optax."""
 
 from flr_nnx import optim as optim
+from flr_nnx import testing as testing
 from flr_nnx._engine import HookState as HookState
 from flr_nnx._errors import ArgumentError as ArgumentError
 from flr_nnx._errors import FlrError as FlrError

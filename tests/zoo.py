@@ -3,6 +3,18 @@
 Each entry: a name, a factory of the hook optimizer, the optax twin, and whether
 the two are expected to be bit-identical under jit on CPU (else: the reason and
 the per-step relative tolerance). Add new optimizers here, in your section.
+
+Per-entry test settings in ``extra`` (read by tests/test_zoo.py; all optional):
+
+- ``"converge"``: factory of the hook optimizer for the convergence tests
+  (parabola and Rosenbrock); default ``make``.
+- ``"rosenbrock"``: factory for Rosenbrock only; default ``extra["converge"]``.
+- ``"converge_steps"``: training steps for both problems; default 2000. Passing:
+  final loss < 1e-3 x initial on the parabola, < 1e-2 x initial on Rosenbrock.
+- ``"bf16_rtol"``: per-step relative tolerance in bfloat16 for an entry that is
+  bit-identical in float32 only (say why in ``why_not_bit_identical``).
+
+``needs_loss=True`` passes the loss as optax's ``value=`` to both sides.
 """
 
 from __future__ import annotations

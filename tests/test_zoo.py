@@ -1,0 +1,267 @@
+"""The optimizer zoo against optax, driven by ONE table: ``tests/zoo.py``'s ``ZOO``.
+
+For every entry:
+
+- cross-check with its optax twin (``flr.testing``) for every bridge
+  (``as_optax``, ``NNXOptimizer``) × dtype (float32, bfloat16) × parameter tree
+  (a dict pytree; an NNX model with ``nnx.Conv``, ``nnx.LayerNorm`` and an
+  ``nnx.List`` of ``nnx.Linear``): bit-identical where the entry says so, else
+  within its ``rtol`` per step. The eight combinations of an entry run in ONE
+  jit (compile time dominates on CPU); a failing batch is re-run combination by
+  combination so each test reports its own first step, key and deviation.
+  Every measurement is recorded (``record_property('zoo', ...)``, and as JSON
+  in the file named by ``$FLR_ZOO_REPORT`` when set).
+- converges on a parabola and on Rosenbrock (hyperparameters from ``extra``);
+- compiles once, keeps its state's structure and dtypes, ignores unknown extra
+  arguments, and matches its twin inside ``optax.MultiSteps``.
+
+Per-entry test settings are read from ``Entry.extra`` (see ``tests/zoo.py``).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+from zoo import ZOO, Entry
+
+import flr_nnx as flr
+from flr_nnx.testing._assert_matches import _Case, _compare, _run_cases
+
+STEPS = 8  # per cross-check: compile time, not steps, is the cost
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+BRIDGES = ("optax", "nnx")
+TREES = ("dict", "model")
+COMBOS = list(itertools.product(BRIDGES, DTYPES, TREES))
+RESULTS: dict[str, dict[str, dict]] = {}
+EXTRA = {"foo": 1}  # an argument no optimizer knows: both sides must ignore it
+
+
+class Net(nnx.Module):
+    """Conv, LayerNorm and an nnx.List of Linear layers: 5 parameters of ranks 1-4."""
+
+    def __init__(self, dtype):
+        kw = {"dtype": dtype, "param_dtype": dtype, "rngs": nnx.Rngs(0)}
+        self.conv = nnx.Conv(2, 3, kernel_size=(2, 2), use_bias=False, **kw)
+        self.norm = nnx.LayerNorm(3, use_bias=False, **kw)
+        self.layers = nnx.List([nnx.Linear(3, 4, **kw), nnx.Linear(4, 2, use_bias=False, **kw)])
+
+
+@functools.cache
+def params_of(tree: str, dtype: str):
+    dt = DTYPES[dtype]
+    if tree == "model":
+        return Net(dt)
+    # Nested dict, list, and ranks 0-2; few leaves, as compile time grows with them.
+    kernel = np.linspace(-1.0, 1.0, 20, dtype=np.float32).reshape(5, 4)
+    return {
+        "dense": {"kernel": jnp.asarray(kernel, dt)},
+        "out": [jnp.full(4, 0.5, dt), jnp.asarray(-0.3, dt)],
+    }
+
+
+def loss_value(step, params):
+    """A positive loss for optimizers that read it (PolyakSGD)."""
+    del step
+    leaves = jax.tree.leaves(params)
+    return 1.0 + 0.5 * sum(jnp.sum(jnp.square(p.astype(jnp.float32))) for p in leaves)
+
+
+def tolerance(entry: Entry, dtype: str) -> float:
+    """0.0 (bit-identical) or the entry's documented per-step relative tolerance."""
+    if dtype == "bfloat16" and "bf16_rtol" in entry.extra:
+        return entry.extra["bf16_rtol"]
+    return 0.0 if entry.bit_identical else entry.rtol
+
+
+@functools.cache
+def crosscheck(name: str):
+    """All eight combinations of one entry in one jit, or the exception it raised.
+
+    Both bridges of one dtype and tree share the same twin object, hence one optax run.
+    """
+    entry = next(e for e in ZOO if e.name == name)
+    twins = {(dtype, tree): entry.twin() for dtype in DTYPES for tree in TREES}
+    value_fn = loss_value if entry.needs_loss else None
+    cases = [
+        _Case(
+            entry.make(),
+            twins[dtype, tree],
+            params_of(tree, dtype),
+            bridge,
+            value_fn=value_fn,
+            extra_args=EXTRA,
+        )
+        for bridge, dtype, tree in COMBOS
+    ]
+    try:
+        outputs = _run_cases(cases, STEPS)
+    except Exception as error:
+        return error
+    return dict(zip(COMBOS, outputs, strict=True))
+
+
+def record(entry: Entry, combo: tuple[str, str, str], report) -> None:
+    RESULTS.setdefault(entry.name, {})["/".join(combo)] = {
+        "bit_identical": report.bit_identical,
+        "max_deviation": report.max_deviation,
+        "claimed_bit_identical": tolerance(entry, combo[1]) == 0.0,
+    }
+    path = os.environ.get("FLR_ZOO_REPORT")
+    if path:
+        with open(path, "w") as file:
+            json.dump(RESULTS, file, indent=1, sort_keys=True)
+
+
+@pytest.mark.parametrize(("bridge", "dtype", "tree"), COMBOS, ids=["-".join(c) for c in COMBOS])
+@pytest.mark.parametrize("entry", ZOO, ids=lambda e: e.name)
+def test_matches_twin(entry, bridge, dtype, tree, record_property):
+    rtol = tolerance(entry, dtype)
+    batch = crosscheck(entry.name)
+    if isinstance(batch, Exception):
+        # Re-run this combination alone, so the failure is this combination's own.
+        report = flr.testing.assert_matches(
+            entry.make(),
+            entry.twin(),
+            params_of(tree, dtype),
+            steps=STEPS,
+            rtol=rtol,
+            bridge=bridge,
+            value_fn=loss_value if entry.needs_loss else None,
+            extra_args=EXTRA,
+        )
+    else:
+        hook, ref = batch[(bridge, dtype, tree)]
+        report = _compare(entry.make(), hook, ref, bridge, rtol, 0.0)
+    record(entry, (bridge, dtype, tree), report)
+    record_property("zoo", f"{entry.name} {bridge}/{dtype}/{tree}: {report}")
+    if rtol == 0.0:
+        assert report.bit_identical
+    else:
+        assert report.max_deviation <= rtol
+
+
+# -- convergence ----------------------------------------------------------------
+
+CURVATURE = jnp.array([[1.0, 3.0], [0.5, 2.0]])
+TARGET = {"w": jnp.array([[1.0, -2.0], [0.5, 1.5]]), "b": jnp.array([-1.0, 0.25])}
+
+
+def parabola(params):
+    return 0.5 * (
+        jnp.sum(CURVATURE * (params["w"] - TARGET["w"]) ** 2)
+        + jnp.sum((params["b"] - TARGET["b"]) ** 2)
+    )
+
+
+def rosenbrock(params):
+    x, y = params["xy"][0], params["xy"][1]
+    return (1.0 - x) ** 2 + 100.0 * (y - x**2) ** 2
+
+
+PROBLEMS = {
+    "parabola": (parabola, {"w": jnp.zeros((2, 2)), "b": jnp.zeros(2)}),
+    "rosenbrock": (rosenbrock, {"xy": jnp.array([-1.0, 1.0])}),
+}
+
+
+@functools.cache
+def converge(name: str):
+    """Final/initial loss on both problems, trained through ``as_optax`` in one jit."""
+    entry = next(e for e in ZOO if e.name == name)
+    steps = entry.extra.get("converge_steps", 2000)
+    make = entry.extra.get("converge", entry.make)
+    makers = {"parabola": make, "rosenbrock": entry.extra.get("rosenbrock", make)}
+    txs = {problem: flr.as_optax(makers[problem]()) for problem in PROBLEMS}
+
+    def train(problem):
+        loss_fn, params = PROBLEMS[problem]
+        tx = txs[problem]
+
+        def body(carry, _):
+            params, state = carry
+            loss, grads = jax.value_and_grad(loss_fn)(params)
+            updates, state = tx.update(grads, state, params, value=loss)
+            return (optax.apply_updates(params, updates), state), None
+
+        (final, _), _ = jax.lax.scan(body, (params, tx.init(params)), None, length=steps)
+        return loss_fn(params), loss_fn(final)
+
+    return jax.device_get(jax.jit(lambda: {p: train(p) for p in PROBLEMS})())
+
+
+@pytest.mark.parametrize("problem", list(PROBLEMS))
+@pytest.mark.parametrize("entry", ZOO, ids=lambda e: e.name)
+def test_converges(entry, problem):
+    start, final = converge(entry.name)[problem]
+    assert np.isfinite(final), f"{entry.name} diverged on {problem}"
+    factor = {"parabola": 1e-3, "rosenbrock": 1e-2}[problem]
+    assert final < factor * start, f"{entry.name} on {problem}: loss {start:.3g} -> {final:.3g}"
+
+
+# -- compile once, stable state, extra arguments, MultiSteps -------------------
+
+
+def signature(tree):
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, [(jnp.shape(x), jnp.result_type(x)) for x in leaves]
+
+
+@pytest.mark.parametrize("entry", ZOO, ids=lambda e: e.name)
+def test_compiles_once_stable_state_extra_args_multisteps(entry):
+    """Both bridges in one ``nnx.jit``: one trace for 3 calls, state signature kept,
+    ``foo=1`` ignored, and ``optax.MultiSteps`` of ``as_optax`` matches MultiSteps of the twin."""
+    model = nnx.clone(params_of("model", "float32"))
+    params = params_of("dict", "float32")
+    # MultiSteps runs `as_optax` inside, so this also covers the optax bridge.
+    multi_hook = optax.MultiSteps(flr.as_optax(entry.make()), every_k_schedule=2)
+    multi_twin = optax.MultiSteps(entry.twin(), every_k_schedule=2)
+
+    @nnx.jit
+    def init(model, params):
+        optimizer = flr.NNXOptimizer(model, entry.make(), wrt=nnx.Param)
+        return optimizer, (multi_hook.init(params), multi_twin.init(params))
+
+    traces = []
+
+    @nnx.jit
+    def step(model, optimizer, params, states, i):
+        traces.append(i)
+        variables = nnx.state(model, nnx.Param)
+        pure = nnx.as_pure(variables)
+        grads = jax.tree.structure(variables).unflatten(
+            jax.tree.leaves(flr.testing.default_grads(i, pure))
+        )
+        # `foo` is unknown to every optimizer: it must be ignored, as optax does.
+        optimizer.update(model, grads, loss=loss_value(i, pure), foo=1)
+        grads = flr.testing.default_grads(i, params)
+        extra = {"foo": 1, "value": loss_value(i, params)}
+        multi, multi_state = multi_hook.update(grads, states[0], params, **extra)
+        twin, twin_state = multi_twin.update(grads, states[1], params, **extra)
+        return optax.apply_updates(params, multi), (multi_state, twin_state), (multi, twin)
+
+    optimizer, states = init(model, params)
+    before = signature((nnx.state(optimizer), states))
+    start = [np.array(x) for x in jax.tree.leaves(nnx.as_pure(nnx.state(model, nnx.Param)))]
+    outputs = []
+    for i in range(4):
+        params, states, out = step(model, optimizer, params, states, np.int32(i))
+        outputs.append(jax.device_get(out))
+    assert len(traces) == 1, "recompiled after the first call"
+    assert signature((nnx.state(optimizer), states)) == before
+    assert int(optimizer.step[...]) == 4
+    moved = jax.tree.leaves(nnx.as_pure(nnx.state(model, nnx.Param)))
+    assert any(not np.array_equal(a, b) for a, b in zip(moved, start, strict=True))
+    stacked = jax.tree.map(lambda *xs: np.stack(xs), *outputs)
+    # Raises flr.testing.MismatchError with the step and key where they part.
+    rtol = tolerance(entry, "float32")
+    report = _compare(entry.make(), *stacked, "optax", rtol, 0.0)
+    assert report.max_deviation <= rtol
