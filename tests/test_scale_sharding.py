@@ -15,18 +15,34 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = r"""
 import json, sys
 sys.path.insert(0, "examples")
-import jax, jax.numpy as jnp, optax
+import jax, jax.numpy as jnp, numpy as np, optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 import flr_nnx as flr
 import sharded_training as ex
 
-out = ex.main(steps=20, sizes=(16, 32, 32, 8), batch=32)
+sizes = (16, 32, 32, 8)
+mesh = ex.make_mesh()
+model, optimizer, losses = ex.train(mesh, sizes, 20, 32)
+ref_model, _, _ = ex.train(ex.make_mesh(jax.devices()[:1]), sizes, 20, 32)
+out = {
+    "devices": len(jax.devices()),
+    "mesh": dict(mesh.shape),
+    "checks": ex.state_shardings(model, optimizer),
+    "losses": losses,
+    "steps": int(optimizer.step[...]),
+    "deviation": max(
+        float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+        for a, b in zip(
+            jax.tree.leaves(nnx.state(model, nnx.Param)),
+            jax.tree.leaves(nnx.state(ref_model, nnx.Param)),
+            strict=True,
+        )
+    ),
+}
 
 # After 20 nnx.jit steps the parameters keep their own layout too (the
 # replicated `scale` is not pulled onto its fsdp-sharded moments).
-mesh = ex.make_mesh()
-model, optimizer, _ = ex.train(mesh, (16, 32, 32, 8), 2, 32)
 out["scale_replicated"] = model.scale[...].sharding.is_fully_replicated
 kernel = model.layers[0].kernel[...]
 out["kernel_fsdp"] = kernel.sharding.is_equivalent_to(NamedSharding(mesh, P("fsdp", None)), 2)
