@@ -32,7 +32,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from tutorial_adam import Adam as TutorialAdam
 
@@ -255,8 +255,20 @@ def check_tree(name, spec, seed):
     assert same_object(opt, snapshot)  # the user's optimizer is untouched
 
 
+MIXED = {
+    "a": [("float", (2, 3), "bfloat16"), (("float", (), "float16"), None)],
+    "b": ("float", (0, 2), "float32"),
+    "c": {"kernel": ("float", (3,), "float32"), "step": ("int", (), "int32")},
+}
+LAYERED = {"layers": [{"kernel": ("float", (2, 3), "float32"), "bias": ("float", (3,), "float32")}]}
+
+
 @settings(PROFILE)
 @given(name=st.sampled_from(sorted(OPTIMIZERS)), spec=trees(), seed=st.integers(0, 2**16))
+@example(name="adam", spec=MIXED, seed=1)
+@example(name="weight_ema", spec=MIXED, seed=2)
+@example(name="tutorial_adam", spec=MIXED, seed=3)
+@example(name="tutorial_adam", spec=LAYERED, seed=4)
 def test_random_trees(name, spec, seed):
     check_tree(name, spec, seed)
 
@@ -282,6 +294,9 @@ def test_degenerate_trees():
     spec=trees(["float64", "float32"]),
     seed=st.integers(0, 2**16),
 )
+@example(name="adam", spec={"a": [("float", (2,), "float64"), ("float", (), "float64")]}, seed=0)
+@example(name="tutorial_adam", spec=[("float", (3,), "float64"), ("int", (2,), "int32")], seed=1)
+@example(name="weight_ema", spec=(("float", (0,), "float64"), ("float", (2,), "float32")), seed=2)
 def x64_property(name, spec, seed):
     assert jax.config.jax_enable_x64
     check_tree(name, spec, seed)
