@@ -21,9 +21,11 @@ Per-entry test settings are read from ``Entry.extra`` (see ``tests/zoo.py``).
 from __future__ import annotations
 
 import functools
+import importlib.util
 import itertools
 import json
 import os
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -265,3 +267,33 @@ def test_compiles_once_stable_state_extra_args_multisteps(entry):
     rtol = tolerance(entry, "float32")
     report = _compare(entry.make(), *stacked, "optax", rtol, 0.0)
     assert report.max_deviation <= rtol
+
+
+# -- the docs table -----------------------------------------------------------------
+
+
+def load_zoo_table():
+    path = pathlib.Path(__file__).resolve().parents[1] / "docs" / "zoo_table.py"
+    spec = importlib.util.spec_from_file_location("zoo_table", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_committed_zoo_table_is_current():
+    """docs/zoo_table.rst lists every entry with its twin, reason and lines, and its
+    measurements agree with this run's (which are a prefix of its steps)."""
+    zoo_table = load_zoo_table()
+    assert zoo_table.stale() == [], "regenerate it: python docs/zoo_table.py"
+    for row in zoo_table.parse(zoo_table.TABLE.read_text()):
+        name = row[0].strip("`")
+        for cell, dtype in ((row[2], "float32"), (row[3], "bfloat16")):
+            measured = [m for k, m in RESULTS.get(name, {}).items() if f"/{dtype}/" in k]
+            if len(measured) < len(BRIDGES) * len(TREES):
+                continue  # this run did not cross-check it (e.g. `-k`)
+            if cell == "bit-identical":
+                assert all(m["bit_identical"] for m in measured), (name, dtype)
+            else:
+                bound = float(cell.split()[-1])
+                # Another compile of the same steps: allow rounding-level slack.
+                assert max(m["max_deviation"] for m in measured) <= 2 * bound + 1e-12
