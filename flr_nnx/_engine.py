@@ -101,6 +101,15 @@ class _Walk:
     arrays: dict[Path, Any] = dataclasses.field(default_factory=dict)
     statics: dict[Path, Any] = dataclasses.field(default_factory=dict)
     containers: dict[int, Path] = dataclasses.field(default_factory=dict)
+    kinds: dict[Path, Any] = dataclasses.field(default_factory=dict)
+
+
+def _kind(node: Any) -> Any:
+    """What :func:`rebuild` needs to recreate a container created by a hook."""
+    if isinstance(node, (dict, list, tuple, Optimizer)):
+        return type(node)
+    children = _pytree_children(node)
+    return None if children is None else children[1]
 
 
 def walk(root: Any) -> _Walk:
@@ -113,6 +122,7 @@ def walk(root: Any) -> _Walk:
             (out.arrays if is_array(node) else out.statics)[path] = node
             return
         out.containers.setdefault(id(node), path)
+        out.kinds[path] = _kind(node)
         for step, child in children:
             visit(child, (*path, step))
 
@@ -127,24 +137,47 @@ def _group(values: Mapping[Path, Any]) -> dict[Step, dict[Path, Any]]:
     return grouped
 
 
-def rebuild(node: Any, values: Mapping[Path, Any], make_dict: type[dict] = dict) -> Any:
+def rebuild(
+    node: Any,
+    values: Mapping[Path, Any],
+    make_dict: type[dict] = dict,
+    kinds: Mapping[Path, Any] | None = None,
+    path: Path = (),
+) -> Any:
     """A fresh copy of an optimizer tree with ``values`` put at their paths.
 
     Every container is copied, so hooks running on the copy cannot reach the
-    original. Paths that do not exist yet are created (dicts for dict keys,
-    lists for indices, attributes on optimizer objects).
+    original. Paths that do not exist yet are created: with the container type
+    recorded in ``kinds`` (a namedtuple a hook created stays that namedtuple),
+    else dicts for dict keys and lists for indices.
     """
     if () in values:
         return values[()]
     grouped = _group(values)
 
     def child(step: Step, old: Any) -> Any:
-        return rebuild(old, grouped.pop(step, {}), make_dict)
+        return rebuild(old, grouped.pop(step, {}), make_dict, kinds, (*path, step))
 
     if node is _ABSENT:
-        if not grouped:
+        kind = (kinds or {}).get(path)
+        if not grouped and kind is None:
             return node
-        node = {} if next(iter(grouped))[0] == ITEM else []
+        if isinstance(kind, type) and issubclass(kind, tuple):
+            size = 1 + max(
+                [i for _, i in grouped]
+                + [p[-1][1] for p in kinds or () if len(p) == len(path) + 1 and p[:-1] == path],
+                default=-1,
+            )
+            items = [child((INDEX, i), _ABSENT) for i in range(size)]
+            return kind._make(items) if hasattr(kind, "_fields") else kind(items)
+        if kind is not None and not isinstance(kind, type):  # a pytree node's treedef
+            return kind.unflatten([child((NODE, i), _ABSENT) for i in range(kind.num_leaves)])
+        if isinstance(kind, type) and issubclass(kind, (dict, list)):
+            node = kind()
+        elif not grouped:
+            return node
+        else:
+            node = {} if next(iter(grouped))[0] == ITEM else []
     if isinstance(node, Optimizer):
         new = object.__new__(type(node))
         attrs = new.__dict__
@@ -248,6 +281,8 @@ class Layout(NamedTuple):
         param_keys: the parameter keys seen at init, in order.
         param_of: for each path, the index of the parameter it is keyed by, or -1.
         statics: static attributes created by hooks, to recreate at each step.
+        containers: containers created by hooks (their paths and types), so a
+            namedtuple or pytree node a hook created is rebuilt as one.
     """
 
     paths: tuple[Path, ...]
@@ -255,6 +290,7 @@ class Layout(NamedTuple):
     param_keys: tuple[Key, ...]
     param_of: tuple[int, ...]
     statics: tuple[tuple[Path, Any], ...]
+    containers: tuple[tuple[Path, Any], ...] = ()
 
 
 def _mirror(path: Path) -> tuple[Any, ...]:
@@ -545,6 +581,7 @@ def init(
                 )
             initial.append(value)
         new_statics = tuple((p, v) for p, v in after.statics.items() if p not in before.statics)
+        found["containers"] = tuple((p, k) for p, k in after.kinds.items() if p not in before.kinds)
         found["paths"] = paths
         found["statics"] = new_statics
         return initial
@@ -576,6 +613,7 @@ def init(
         param_keys=keys,
         param_of=tuple(_param_of(p, index) for p in paths),
         statics=found["statics"],
+        containers=found["containers"],
     )
     return HookState(nest(mirror, initial, paths), layout)
 
@@ -695,7 +733,7 @@ def step(
     leaves = state.leaves()
     values: dict[Path, Any] = dict(zip(layout.paths, leaves, strict=True))
     values.update(layout.statics)
-    work = rebuild(opt, values)
+    work = rebuild(opt, values, kinds=dict(layout.containers))
     before = walk(work)
     known_tracers = _tracers(_unmanaged(work))
     updates = _call_hooks(work, loss, dict(grads), params)

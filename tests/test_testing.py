@@ -277,13 +277,6 @@ class Scale(flr.optim.Optimizer):
     ],
     ids=["full-optimizer", "gradient-like", "both-in-a-chain"],
 )
-@pytest.mark.xfail(
-    strict=True,
-    raises=(ValueError, AttributeError),
-    reason="known bug: the engine rebuilds from_optax's lazily created optax state "
-    "(namedtuples) as lists/dicts at each step, so any stateful optax transformation "
-    "fails on its first update",
-)
 def test_from_optax_signs(hook, twin, signs):
     opt = hook()
     links = [opt] if isinstance(opt, flr.optim.FromOptax) else opt.links
