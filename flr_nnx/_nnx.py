@@ -109,6 +109,15 @@ class NNXOptimizer(nnx.Optimizer[M]):
     so ``nnx.state``, ``nnx.split``/``nnx.merge``, ``nnx.jit`` and checkpointing
     see ordinary Variables.
 
+    State keyed by a parameter (and of its shape) is created with the
+    parameter's sharding, or with its ``optimizer_sharding`` annotation, and
+    steps under ``jax.set_mesh`` keep annotated shardings. :attr:`opt` is a live
+    view of the hook optimizer (read state, assign live hyperparameters made
+    with :func:`flr_nnx.hyper`). :attr:`step` counts every call of
+    :meth:`update`, including the mini-steps of
+    :class:`~flr_nnx.optim.MultiSteps` and the steps that
+    :class:`~flr_nnx.optim.SkipNonFinite` skips.
+
     Example:
         >>> import jax, jax.numpy as jnp
         >>> from flax import nnx
