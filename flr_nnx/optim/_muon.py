@@ -1,0 +1,380 @@
+"""Muon, written with the public hooks."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import optax
+from optax.contrib import MuonDimensionNumbers
+
+from flr_nnx._errors import HyperparameterError, StructureError
+from flr_nnx._optimizer import Key, Optimizer
+from flr_nnx._tree import key_of
+from flr_nnx.optim._common import ScalarOrSchedule, check_hyper, scale, value_at
+from flr_nnx.optim._mask import Mask, MaskLike, unflatten
+
+_PRESETS = {
+    "standard": (3.4445, -4.7750, 2.0315),
+    "dion": (
+        (4.0848, -6.8946, 2.9270),
+        (3.9505, -6.3029, 2.6377),
+        (3.7418, -5.5913, 2.3037),
+        (2.8769, -3.1427, 1.2046),
+        (2.8366, -3.0525, 1.2012),
+    ),
+}
+_PRECONDITIONINGS = ("frobenius", "spectral", "aol", "schatten")
+
+
+def _ns_step(x: jax.Array, c: jax.Array) -> jax.Array:
+    # f(X) = c0 X + (c1 A + c2 A^2) X with A = X X^T.
+    a = x @ x.T.conj()
+    b = c[1] * a + c[2] * a @ a
+    return c[0] * x + b @ x
+
+
+def _aol_first_step(x: jax.Array, c: jax.Array, eps: float = 1e-8) -> jax.Array:
+    a = x @ x.T.conj()
+    s = jnp.expand_dims(jax.lax.rsqrt(jnp.clip(jnp.abs(a).sum(axis=-1), min=eps)), -1)
+    x, a = x * s, a * s * s.transpose(-1, -2)
+    b = c[1] * a + c[2] * a @ a
+    return c[0] * x + b @ x
+
+
+def _schatten_first_step(x: jax.Array, c: jax.Array, eps: float = 1e-8) -> jax.Array:
+    a = x @ x.T
+    norm = jnp.clip(jnp.linalg.norm(a, ord="fro", axis=(-2, -1)), min=eps)
+    s = jnp.expand_dims(jax.lax.rsqrt(norm), (0, -1))
+    x, a = x * s, a * s**2
+    b = c[1] * a + c[2] * a @ a
+    return c[0] * x + b @ x
+
+
+def newton_schulz(
+    x: jax.Array, coeffs: jax.Array, steps: int, preconditioning: str, eps: float
+) -> jax.Array:
+    """Approximately orthogonalizes the matrix ``x`` (the same iteration as optax)."""
+    transposed = x.shape[0] > x.shape[1]
+    if transposed:  # f(X) = f(X^T)^T, and the short side makes X X^T cheaper
+        x = x.T
+    if preconditioning == "frobenius":
+        x /= jnp.linalg.norm(x, ord="fro") + eps
+    elif preconditioning == "spectral":
+        x /= jnp.linalg.norm(x, ord=2) + eps
+    first = {"aol": _aol_first_step, "schatten": _schatten_first_step}.get(preconditioning)
+
+    def iterate(i, x, c):
+        if first is None:
+            return _ns_step(x, c)
+        return jax.lax.cond(i == 0, lambda x: first(x, c), lambda x: _ns_step(x, c), x)
+
+    coeffs = coeffs.astype(x.dtype)
+    if coeffs.ndim == 1:
+        x = jax.lax.fori_loop(0, steps, lambda i, x: iterate(i, x, coeffs), x, unroll=True)
+    else:
+
+        def body(carry, c):
+            i, x = carry
+            return (i + 1, iterate(i, x, c)), None
+
+        (_, x), _ = jax.lax.scan(body, (jnp.asarray(0, dtype=jnp.int32), x), coeffs)
+    return x.T if transposed else x
+
+
+class _Static:
+    """Holds a Python value the engine must not walk into (pytrees of NamedTuples)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Static) and other.value == self.value
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _is_zero(value: Any) -> bool:
+    # optax skips a constant zero weight decay entirely (no `+ 0 * param`).
+    return isinstance(value, (int, float)) and value == 0.0
+
+
+def _axes(ndim: int, dims: MuonDimensionNumbers) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    red, out = dims.reduction_axis, dims.output_axis
+    red = (red,) if isinstance(red, int) else tuple(red)
+    out = (out,) if isinstance(out, int) else tuple(out)
+    return tuple(a % ndim for a in red), tuple(a % ndim for a in out)
+
+
+class Muon(Optimizer):
+    r"""Muon (Jordan, 2024), the twin of ``optax.contrib.muon``.
+
+    For each matrix (every 2-D parameter, or those ``muon_weight_dimension_numbers``
+    names), with :math:`t` the step and :math:`\mathrm{NS}` the Newton–Schulz
+    orthogonalization (the quintic iteration on :math:`X / \|X\|_F`):
+
+    .. math::
+
+        m_t &= (1 - \beta) g_t + \beta m_{t-1}, \qquad
+        \hat m_t = \beta \frac{m_t}{1 - \beta^{t+1}} + (1 - \beta) \frac{g_t}{1 - \beta^t}
+            \quad (\text{Nesterov; else } m_t / (1 - \beta^t)) \\
+        \Delta\theta_t &= \eta_t \left( \sqrt{\max(1, n_{\mathrm{out}} / n_{\mathrm{in}})}
+            \; \mathrm{NS}(\hat m_t) + \lambda \theta_t \right)
+
+    Every other parameter (vectors, scalars, and by default tensors of rank > 2)
+    gets AdamW (:class:`~flr_nnx.optim.Adam` arithmetic with ``adam_b1``,
+    ``adam_b2``, ``eps``, Nesterov as ``nesterov``, decoupled decay
+    ``adam_weight_decay`` and learning rate ``adam_learning_rate``), as optax does.
+    The parameter becomes :math:`\theta_t - \Delta\theta_t`. Matches
+    ``optax.contrib.muon`` bit for bit under ``jit`` on CPU.
+
+    Args:
+        learning_rate: :math:`\eta`, a float or a schedule (a callable of the step count).
+        ns_coeffs: the Newton–Schulz coefficients :math:`(c_0, c_1, c_2)`, a tuple of
+            such tuples (one per step), or a preset name (``'standard'``, ``'dion'``).
+        ns_steps: number of Newton–Schulz steps.
+        beta: :math:`\beta`, decay of the momentum.
+        eps: added to the norm before Newton–Schulz, and Adam's :math:`\epsilon`.
+        weight_decay: :math:`\lambda` for the matrices (multiplied by the learning rate).
+        weight_decay_mask: which matrices decay (as ``mask`` of :class:`LAMB`).
+        mu_dtype: dtype of the momenta (default: that of the parameter).
+        nesterov: use Nesterov momentum (in both branches).
+        adaptive: scale each orthogonalized update by
+            :math:`\langle \hat m_t, \mathrm{NS}(\hat m_t)\rangle`.
+        preconditioning: ``'frobenius'``, ``'spectral'``, ``'aol'`` or ``'schatten'``.
+        adam_b1: Adam's :math:`\beta_1` for the other parameters.
+        adam_b2: Adam's :math:`\beta_2`.
+        adam_eps_root: Adam's :math:`\bar\epsilon`.
+        adam_weight_decay: Adam's decoupled weight decay.
+        adam_learning_rate: Adam's learning rate (default: ``learning_rate``).
+        muon_weight_dimension_numbers: which parameters are matrices and how to
+            read them: a pytree (or a prefix) of ``optax.contrib.MuonDimensionNumbers``
+            and ``None`` (Adam), or a callable of the parameters returning one. By
+            default every 2-D parameter, as ``(reduction_axis=0, output_axis=1)``.
+            Other axes are batch axes, orthogonalized independently.
+        consistent_rms: if set, scale by :math:`\sqrt{\max(n_{\mathrm{in}}, n_{\mathrm{out}})}`
+            times this instead of the width scaling above.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import flr_nnx as flr
+        >>> tx = flr.as_optax(flr.optim.Muon(learning_rate=0.1))
+        >>> params = {"kernel": jnp.zeros((2, 2)), "bias": jnp.zeros(2)}
+        >>> grads = {"kernel": jnp.array([[2.0, 0.0], [0.0, 1.0]]), "bias": jnp.ones(2)}
+        >>> updates, _ = tx.update(grads, tx.init(params), params)
+        >>> updates["kernel"]  # roughly -0.1 * the orthogonal factor, here the identity
+        Array([[-0.0688..., -0.        ],
+               [-0.        , -0.1114...]], dtype=float32)
+    """
+
+    def __init__(
+        self,
+        learning_rate: ScalarOrSchedule,
+        ns_coeffs: Any = _PRESETS["standard"],
+        ns_steps: int = 5,
+        beta: float = 0.95,
+        eps: float = 1e-8,
+        weight_decay: ScalarOrSchedule = 0.0,
+        weight_decay_mask: MaskLike = None,
+        mu_dtype: Any | None = None,
+        *,
+        nesterov: bool = True,
+        adaptive: bool = False,
+        preconditioning: Literal["frobenius", "spectral", "aol", "schatten"] = "frobenius",
+        adam_b1: float = 0.9,
+        adam_b2: float = 0.999,
+        adam_eps_root: float = 0.0,
+        adam_weight_decay: ScalarOrSchedule = 0.0,
+        adam_learning_rate: ScalarOrSchedule | None = None,
+        muon_weight_dimension_numbers: Any = None,
+        consistent_rms: float | None = None,
+    ):
+        name = type(self).__name__
+        check_hyper("learning_rate", learning_rate, optimizer=name)
+        check_hyper("ns_steps", ns_steps, low=1, optimizer=name)
+        check_hyper("beta", beta, high=1.0, optimizer=name)
+        check_hyper("eps", eps, optimizer=name)
+        check_hyper("weight_decay", weight_decay, optimizer=name)
+        check_hyper("adam_b1", adam_b1, high=1.0, optimizer=name)
+        check_hyper("adam_b2", adam_b2, high=1.0, optimizer=name)
+        check_hyper("adam_eps_root", adam_eps_root, optimizer=name)
+        check_hyper("adam_weight_decay", adam_weight_decay, optimizer=name)
+        if adam_learning_rate is not None:
+            check_hyper("adam_learning_rate", adam_learning_rate, optimizer=name)
+        if preconditioning not in _PRECONDITIONINGS:
+            raise HyperparameterError(
+                f"{name}(preconditioning={preconditioning!r}): expected one of "
+                f"{_PRECONDITIONINGS}. Fix: pass one of those ('frobenius' is optax's default)."
+            )
+        if isinstance(ns_coeffs, str):
+            if ns_coeffs not in _PRESETS:
+                raise HyperparameterError(
+                    f"{name}(ns_coeffs={ns_coeffs!r}): unknown preset; expected one of "
+                    f"{sorted(_PRESETS)} or a tuple of coefficients. Fix: pass one of those."
+                )
+            ns_coeffs = _PRESETS[ns_coeffs]
+        coeffs = jnp.asarray(ns_coeffs)
+        if coeffs.ndim > 2 or coeffs.shape[-1] != 3:
+            raise HyperparameterError(
+                f"{name}(ns_coeffs=...): expected shape (3,) or (n, 3), got {coeffs.shape}. "
+                "Fix: pass (c0, c1, c2) or one such triple per Newton-Schulz step."
+            )
+        if coeffs.ndim == 2:
+            if coeffs.shape[0] > ns_steps:
+                raise HyperparameterError(
+                    f"{name}(ns_steps={ns_steps}): {coeffs.shape[0]} coefficient triples "
+                    f"given but only {ns_steps} steps. Fix: raise ns_steps to at least "
+                    f"{coeffs.shape[0]}."
+                )
+            coeffs = coeffs[-ns_steps:]
+        self.learning_rate = learning_rate
+        self.adam_learning_rate = (
+            learning_rate if adam_learning_rate is None else adam_learning_rate
+        )
+        self.ns_steps, self.beta, self.eps = ns_steps, beta, eps
+        self.weight_decay, self.weight_decay_mask = weight_decay, Mask(weight_decay_mask)
+        self.mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
+        self.nesterov, self.adaptive, self.preconditioning = nesterov, adaptive, preconditioning
+        self.adam_b1, self.adam_b2, self.adam_eps_root = adam_b1, adam_b2, adam_eps_root
+        self.adam_weight_decay = adam_weight_decay
+        self.dimension_numbers = _Static(muon_weight_dimension_numbers)
+        self.consistent_rms = consistent_rms
+        # State, as in optax: the coefficients are an array (read at run time, not
+        # folded into the program as constants), the count and the momenta.
+        self.ns_coeffs = coeffs
+        self.count = jnp.zeros([], jnp.int32)
+        self.mu: dict = {}  # Muon's momentum, for the matrices
+        self.adam_mu: dict = {}  # Adam's moments, for the rest
+        self.adam_nu: dict = {}
+
+    def resolve(self, grads: dict[Key, jax.Array]) -> dict[Key, MuonDimensionNumbers | None]:
+        """Each parameter's dimension numbers, or ``None`` for Adam: optax's rule."""
+        spec = self.dimension_numbers.value
+        if spec is None:
+            return {k: MuonDimensionNumbers() if g.ndim == 2 else None for k, g in grads.items()}
+        if callable(spec) and not isinstance(spec, MuonDimensionNumbers):
+            spec = spec(unflatten(grads))
+
+        def is_leaf(x: Any) -> bool:
+            return x is None or isinstance(x, MuonDimensionNumbers)
+
+        leaves = jax.tree_util.tree_flatten_with_path(spec, is_leaf=is_leaf)[0]
+        by_key = {key_of(path): leaf for path, leaf in leaves}
+        out = {}
+        for key in grads:
+            prefix = next((key[:n] for n in range(len(key), -1, -1) if key[:n] in by_key), None)
+            if prefix is None:
+                raise StructureError(
+                    f"muon_weight_dimension_numbers has no entry for parameter {key}; its "
+                    f"entries look like {list(by_key)[:3]}. Fix: give it the structure of "
+                    "the parameters (or a prefix), with None for parameters Adam optimizes."
+                )
+            out[key] = by_key[prefix]
+        return out
+
+    def call_model(self, grads, **_):
+        self.lr_t = value_at(self.learning_rate, self.count)
+        self.adam_lr_t = value_at(self.adam_learning_rate, self.count)
+        self.wd_t = value_at(self.weight_decay, self.count)
+        self.adam_wd_t = value_at(self.adam_weight_decay, self.count)
+        self.dims = _Static(self.resolve(grads))
+        self.decays = self.weight_decay_mask.select(grads)
+        self.count = optax.safe_increment(self.count)
+        self.adam_bc1 = 1 - self.adam_b1**self.count
+        self.adam_bc1_next = 1 - self.adam_b1 ** optax.safe_increment(self.count)
+        self.adam_bc2 = 1 - self.adam_b2**self.count
+        return grads
+
+    def debias(self, x: jax.Array, beta: float, ahead: bool = False) -> jax.Array:
+        """``x / (1 - beta**t)``, or with ``t + 1`` if ``ahead`` (for Nesterov)."""
+        # Computed where it is used, not stored on self (as the Adam branch and
+        # flr.optim.Adam do): in optax's Muon branch XLA turns this division into
+        # a multiplication by the reciprocal, which it does not do once the divisor
+        # is also an output of the step (as state on self would be). Measured, not
+        # guessed: either choice elsewhere costs bit-identity.
+        count = optax.safe_increment(self.count) if ahead else self.count
+        return x / (1 - beta**count).astype(x.dtype)
+
+    def call_param(self, key, grad, param):
+        dims = self.dims.value[key]
+        if dims is None:
+            return self.adam(key, grad, param)
+        if key not in self.mu:
+            self.mu[key] = jnp.zeros_like(grad, dtype=self.mu_dtype)
+        mu = (1 - self.beta) * grad + self.beta * self.mu[key]
+        if self.nesterov:
+            beta = self.beta
+            m_hat = beta * self.debias(mu, beta, ahead=True) + (1 - beta) * self.debias(grad, beta)
+        else:
+            m_hat = self.debias(mu, self.beta)
+        self.mu[key] = mu if self.mu_dtype is None else mu.astype(self.mu_dtype)
+        update = self.orthogonalize(m_hat, dims)
+        if self.adaptive:
+            update = jnp.sum(m_hat.conj() * update) * update
+        red, out = _axes(grad.ndim, dims)
+        fan_in = math.prod(grad.shape[a] for a in red)
+        fan_out = math.prod(grad.shape[a] for a in out)
+        if self.consistent_rms is None:
+            update = jnp.sqrt(jnp.maximum(1, fan_out / fan_in)) * update
+        else:
+            update = jnp.sqrt(jnp.maximum(fan_in, fan_out)) * self.consistent_rms * update
+        if key in self.decays and not _is_zero(self.wd_t):
+            update = update + self.wd_t * param
+        return scale(self.lr_t, update).astype(grad.dtype)
+
+    def orthogonalize(self, x: jax.Array, dims: MuonDimensionNumbers) -> jax.Array:
+        """Newton–Schulz on ``x`` read as a batch of (reduction, output) matrices."""
+        if x.ndim < 2:
+            raise StructureError(
+                f"Muon can only orthogonalize parameters of rank >= 2, got shape {x.shape} "
+                f"with dimension numbers {dims}. Fix: map it to None in "
+                "muon_weight_dimension_numbers so Adam optimizes it."
+            )
+        red, out = _axes(x.ndim, dims)
+        if set(red) & set(out):
+            raise StructureError(
+                f"Muon dimension numbers {dims} use an axis both as reduction and output "
+                f"axis for a parameter of shape {x.shape}. Fix: make them disjoint."
+            )
+        if x.ndim == 2:  # optax reads every matrix as (reduction, output) here
+            red, out = (0,), (1,)
+        batch = tuple(sorted(set(range(x.ndim)) - set(red) - set(out)))
+        order = batch + red + out
+        sizes = [x.shape[a] for a in order]
+        flat = x.transpose(order).reshape(
+            math.prod(sizes[: len(batch)]),
+            math.prod(sizes[len(batch) : len(batch) + len(red)]),
+            math.prod(sizes[len(batch) + len(red) :]),
+        )
+
+        def one(m):
+            return newton_schulz(m, self.ns_coeffs, self.ns_steps, self.preconditioning, self.eps)
+
+        inverse = tuple(sorted(range(x.ndim), key=lambda i: order[i]))
+        return jax.vmap(one)(flat).reshape(sizes).transpose(inverse)
+
+    def adam(self, key: Key, grad: jax.Array, param: jax.Array) -> jax.Array:
+        """AdamW for the parameters that are not matrices (optax.adamw's arithmetic)."""
+        if key not in self.adam_mu:
+            self.adam_mu[key] = jnp.zeros_like(grad, dtype=self.mu_dtype)
+            self.adam_nu[key] = jnp.zeros_like(grad)
+        b1, b2 = self.adam_b1, self.adam_b2
+        mu = (1 - b1) * grad + b1 * self.adam_mu[key]
+        nu = (1 - b2) * grad**2 + b2 * self.adam_nu[key]
+        if self.nesterov:
+            mu_hat = b1 * (mu / self.adam_bc1_next.astype(mu.dtype)) + (1 - b1) * (
+                grad / self.adam_bc1.astype(grad.dtype)
+            )
+        else:
+            mu_hat = mu / self.adam_bc1.astype(mu.dtype)
+        nu_hat = nu / self.adam_bc2.astype(nu.dtype)
+        update = mu_hat / (jnp.sqrt(nu_hat + self.adam_eps_root) + self.eps)
+        self.adam_mu[key] = mu.astype(self.adam_mu[key].dtype)
+        self.adam_nu[key] = nu.astype(self.adam_nu[key].dtype)
+        if not _is_zero(self.adam_wd_t):
+            update = update + self.adam_wd_t * param
+        return scale(self.adam_lr_t, update).astype(grad.dtype)

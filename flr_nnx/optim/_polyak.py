@@ -1,0 +1,90 @@
+"""SGD with Polyak's step size, written with the public hooks."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import optax
+
+from flr_nnx._errors import HyperparameterError
+from flr_nnx._optimizer import Optimizer
+from flr_nnx.optim._common import ScalarOrSchedule, check_hyper, scale, value_at
+
+
+class PolyakSGD(Optimizer):
+    r"""SGD with Polyak's step size (Loizou et al., 2021), the twin of ``optax.polyak_sgd``.
+
+    .. math::
+
+        u_t &= s_t \, g_t, \qquad
+        \gamma_t = \min\!\left(\frac{f(\theta_t) - f^\star}{\|u_t\|^2 + \epsilon},\;
+            \gamma_{\max}\right) \\
+        \Delta\theta_t &= \gamma_t \, u_t
+            \quad (0 \text{ where } \|u_t\|^2 + \epsilon \le \epsilon_{\mathrm{mach}})
+
+    :math:`\|u_t\|` is the norm over all parameters. With ``variant='sps+'`` the gap
+    :math:`f(\theta_t) - f^\star` is clipped at 0. The parameter becomes
+    :math:`\theta_t - \Delta\theta_t`. Reads the loss :math:`f(\theta_t)`: pass it as
+    ``loss=`` to ``NNXOptimizer.update`` or as ``value=`` to the optax ``update``.
+    Bit-identical to ``optax.polyak_sgd`` under ``jit``.
+
+    Args:
+        max_learning_rate: :math:`\gamma_{\max}`, the largest step size.
+        scaling: :math:`s`, scales the gradient first; a float or a schedule.
+        f_min: :math:`f^\star`, a lower bound on the loss.
+        eps: :math:`\epsilon`, added to the denominator.
+        variant: ``'sps'`` or ``'sps+'``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import flr_nnx as flr
+        >>> tx = flr.as_optax(flr.optim.PolyakSGD())
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> loss = 0.5 * jnp.sum(params["w"] ** 2)  # gradient: params["w"]
+        >>> updates, _ = tx.update(params, tx.init(params), params, value=loss)
+        >>> updates["w"]  # a step of 2.5 / 5 = 0.5 along the gradient
+        Array([-0.5,  1. ], dtype=float32)
+    """
+
+    def __init__(
+        self,
+        max_learning_rate: float = 1.0,
+        scaling: ScalarOrSchedule = 1.0,
+        f_min: float = 0.0,
+        eps: float = 0.0,
+        variant: str = "sps",
+    ):
+        name = type(self).__name__
+        check_hyper("max_learning_rate", max_learning_rate, optimizer=name)
+        check_hyper("scaling", scaling, optimizer=name)
+        check_hyper("eps", eps, optimizer=name)
+        if variant not in ("sps", "sps+"):
+            raise HyperparameterError(
+                f"{name}(variant={variant!r}): expected 'sps' or 'sps+', got {variant!r}. "
+                "Fix: pass variant='sps' (plain Polyak step) or 'sps+' (gap clipped at 0)."
+            )
+        self.max_learning_rate, self.scaling = max_learning_rate, scaling
+        self.f_min, self.eps, self.variant = f_min, eps, variant
+        self.count = jnp.zeros([], jnp.int32)
+
+    def call_model(self, grads, loss, **_):
+        scaling = value_at(self.scaling, self.count)
+        self.count = optax.safe_increment(self.count)
+        grads = {key: scale(scaling, grad) for key, grad in grads.items()}
+        # The squared norm is summed per leaf, then across leaves from 0 in key
+        # order, as optax.tree.norm does, so the step size is bit-identical.
+        sq_norm = 0
+        for grad in grads.values():
+            sq_norm = sq_norm + jnp.sum(jnp.square(grad.real) + jnp.square(grad.imag))
+        sq_norm = jnp.asarray(sq_norm)
+        gap = jnp.asarray(loss - self.f_min).astype(sq_norm.dtype)
+        if self.variant == "sps+":
+            gap = jnp.maximum(gap, 0)
+        self.step_size = jnp.where(
+            sq_norm + self.eps <= jnp.finfo(float).eps,
+            jnp.array(0.0),
+            jnp.minimum(gap / (sq_norm + self.eps), self.max_learning_rate),
+        )
+        return grads
+
+    def call_param(self, grad, **_):
+        return (self.step_size * grad).astype(grad.dtype)

@@ -1,0 +1,116 @@
+"""RMSProp, written with the public hooks."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from flr_nnx._optimizer import Optimizer
+from flr_nnx.optim._common import ScalarOrSchedule, check_hyper, scale, value_at
+
+
+class RMSProp(Optimizer):
+    r"""RMSProp (Hinton, 2012; Graves, 2014), the twin of ``optax.rmsprop``.
+
+    .. math::
+
+        \nu_t &= (1 - \rho) g_t^2 + \rho \nu_{t-1}, \qquad
+        \mu_t = (1 - \rho) g_t + \rho \mu_{t-1} \quad (\text{centered only}) \\
+        s_t &= \nu_t / (1 - \rho^t) - \big(\mu_t / (1 - \rho^t)\big)^2
+            \quad (\text{bias correction and centering optional}) \\
+        u_t &= \eta_t \, g_t / \sqrt{s_t + \epsilon}
+            \quad (\text{or } g_t / (\sqrt{s_t} + \epsilon) \text{ with ``eps_in_sqrt=False``}) \\
+        m_t &= u_t + \beta m_{t-1}, \qquad
+        \Delta\theta_t = m_t \quad (\text{or } u_t + \beta m_t \text{ with Nesterov})
+
+    Without ``momentum``, :math:`\Delta\theta_t = u_t`. The parameter becomes
+    :math:`\theta_t - \Delta\theta_t`. As in optax, momentum is applied after the
+    learning rate. Bit-identical to ``optax.rmsprop`` under ``jit``.
+
+    Args:
+        learning_rate: :math:`\eta`, a float or a schedule (a callable of the step count).
+        decay: :math:`\rho`, decay of the moving averages.
+        eps: :math:`\epsilon`, added to the denominator.
+        initial_scale: initial value of :math:`\nu` (PyTorch uses 0, TF1 uses 1).
+        eps_in_sqrt: add :math:`\epsilon` inside the square root (optax's default).
+        centered: divide by the variance instead of the second moment.
+        momentum: :math:`\beta`, or ``None`` for no momentum.
+        nesterov: use Nesterov momentum.
+        bias_correction: divide the moving averages by :math:`1 - \rho^t`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import flr_nnx as flr
+        >>> tx = flr.as_optax(flr.optim.RMSProp(learning_rate=0.1, momentum=0.9))
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> updates, state = tx.update({"w": jnp.array([0.5, -0.5])}, tx.init(params), params)
+        >>> updates["w"]
+        Array([-0.3162277,  0.3162277], dtype=float32)
+    """
+
+    def __init__(
+        self,
+        learning_rate: ScalarOrSchedule,
+        decay: float = 0.9,
+        eps: float = 1e-8,
+        initial_scale: float = 0.0,
+        eps_in_sqrt: bool = True,
+        centered: bool = False,
+        momentum: float | None = None,
+        nesterov: bool = False,
+        bias_correction: bool = False,
+    ):
+        name = type(self).__name__
+        check_hyper("learning_rate", learning_rate, optimizer=name)
+        check_hyper("decay", decay, high=1.0, high_inclusive=True, optimizer=name)
+        check_hyper("eps", eps, optimizer=name)
+        check_hyper("initial_scale", initial_scale, optimizer=name)
+        if momentum is not None:
+            check_hyper("momentum", momentum, high=1.0, high_inclusive=True, optimizer=name)
+        self.learning_rate = learning_rate
+        self.decay, self.eps, self.initial_scale = decay, eps, initial_scale
+        self.eps_in_sqrt, self.centered = eps_in_sqrt, centered
+        self.momentum, self.nesterov = momentum, nesterov
+        self.bias_correction = bias_correction
+        self.count = jnp.zeros([], jnp.int32)
+        self.nu: dict = {}
+        self.mu: dict = {}
+        self.trace: dict = {}
+
+    def call_model(self, grads, **_):
+        self.lr_t = value_at(self.learning_rate, self.count)
+        self.count = optax.safe_increment(self.count)
+        if self.bias_correction:
+            self.bc = 1 - self.decay**self.count
+        return grads
+
+    def call_param(self, key, grad, **_):
+        if key not in self.nu:
+            self.nu[key] = jnp.full_like(grad, self.initial_scale)
+            if self.centered:
+                self.mu[key] = jnp.zeros_like(grad)
+            if self.momentum is not None:
+                self.trace[key] = jnp.zeros_like(grad)
+        nu = (1 - self.decay) * grad**2 + self.decay * self.nu[key]
+        self.nu[key] = nu
+        nu_hat = nu / self.bc.astype(nu.dtype) if self.bias_correction else nu
+        if self.centered:
+            mu = (1 - self.decay) * grad + self.decay * self.mu[key]
+            self.mu[key] = mu
+            mu_hat = mu / self.bc.astype(mu.dtype) if self.bias_correction else mu
+            nu_hat = nu_hat - mu_hat * mu_hat
+        if self.eps_in_sqrt:
+            update = jax.lax.rsqrt(nu_hat + self.eps) * grad
+        else:
+            update = 1 / (jnp.sqrt(nu_hat) + self.eps) * grad
+        if self.momentum is None:
+            return scale(self.lr_t, update).astype(grad.dtype)
+        # As in optax, momentum runs on the already negated step -lr * u. Keeping
+        # optax's sign here is what keeps it bit-identical: the compiler fuses
+        # a * b + c into FMAs differently depending on where a negation sits.
+        step = scale(-self.lr_t, update)
+        trace = step + self.momentum * self.trace[key]
+        self.trace[key] = trace
+        step = step + self.momentum * trace if self.nesterov else trace
+        return (-step).astype(grad.dtype)
