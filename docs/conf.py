@@ -35,7 +35,8 @@ extensions = [
     "sphinx.ext.mathjax",
 ]
 
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+# zoo_table.rst is a generated table without a title, included by optimizers.rst.
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "zoo_table.rst"]
 html_theme = "alabaster"
 html_static_path = ["_static"]
 html_title = f"flr_nnx {release}"
@@ -145,7 +146,7 @@ def check_public_api(app: Any, env: Any) -> None:
 
 # Pages other parts of the project contribute. While one does not exist yet, its toctree
 # entry and the links to it are dropped instead of breaking the -W build.
-OPTIONAL_PAGES = ("guides/training_at_scale", "performance", "zoo_table", "what_happens_when")
+OPTIONAL_PAGES = ("guides/training_at_scale", "performance", "what_happens_when")
 _DOC_ROLE = re.compile(r":doc:`(?:([^`<]*?)\s*<)?([^`<>]+)>?`")
 
 
