@@ -157,7 +157,7 @@ def main(steps: int = 200, sizes: tuple[int, ...] = (64, 256, 256, 8), batch: in
             strict=True,
         )
     )
-    print(f"loss {losses[0]:.4f} -> {losses[-1]:.4f} in {steps} steps")
+    print(f"loss {losses[0]:.3e} -> {losses[-1]:.3e} in {steps} steps")
     print(f"largest parameter difference to the single-device run: {deviation:.2e}")
     return {
         "devices": len(jax.devices()),
