@@ -90,8 +90,11 @@ class Optimizer:
             loss: the loss of this step (if the caller provided it).
 
         Returns:
-            The gradients to pass on to :meth:`call_param`, keyed like ``grads``.
-            A key left out gets no update this step.
+            The gradients to pass on to :meth:`call_param`, keyed like ``grads``
+            (same shapes). A key left out gets no update this step (a zero
+            update; its :meth:`call_param` does not run, so its state is
+            unchanged); a key that is not a parameter is a
+            :class:`~flr_nnx.HookError`.
         """
         return grads
 
