@@ -263,8 +263,10 @@ def test_compiles_once_stable_state_extra_args_multisteps(entry):
     moved = jax.tree.leaves(nnx.as_pure(nnx.state(model, nnx.Param)))
     assert any(not np.array_equal(a, b) for a, b in zip(moved, start, strict=True))
     stacked = jax.tree.map(lambda *xs: np.stack(xs), *outputs)
-    # Raises flr.testing.MismatchError with the step and key where they part.
-    rtol = tolerance(entry, "float32")
+    # Raises flr.testing.MismatchError with the step and key where they part. Inside
+    # MultiSteps' lax.cond XLA fuses each side's arithmetic on its own, so a bit-identical
+    # entry may round differently by an ulp: the per-step tolerance is at least 1e-6.
+    rtol = max(tolerance(entry, "float32"), 1e-6)
     report = _compare(entry.make(), *stacked, "optax", rtol, 0.0)
     assert report.max_deviation <= rtol
 
