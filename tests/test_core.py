@@ -441,3 +441,9 @@ def test_as_optax_inside_nnx_optimizer_multisteps_and_masked():
             h, h_state = jax.jit(hook.update)(grads, h_state, params)
             r, r_state = jax.jit(ref_tx.update)(grads, r_state, params)
             assert bit_equal(h, r)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1e-3])
+def test_non_finite_or_negative_learning_rate_is_rejected(bad):
+    with pytest.raises(flr.HyperparameterError, match="learning_rate"):
+        flr.optim.Adam(bad)

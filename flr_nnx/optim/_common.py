@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -38,7 +39,7 @@ def check_hyper(
     if callable(value) or not isinstance(value, (int, float)) or isinstance(value, bool):
         return
     too_high = high is not None and (value > high if high_inclusive else value >= high)
-    if value < low or too_high:
+    if value < low or too_high or not math.isfinite(value):
         bound = (
             f"[{low}, {high}{']' if high_inclusive else ')'}" if high is not None else f">= {low}"
         )
