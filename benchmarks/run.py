@@ -86,7 +86,7 @@ FULL = Config(
     init_leaves=1000,
     compile_size=4096,
     ceiling_size=1 << 26,
-    reps=7,
+    reps=9,
     target_s=0.15,
     init_reps=3,
 )
@@ -705,7 +705,9 @@ def plot(results: dict[str, Any], path: pathlib.Path) -> None:
     ax.set_title("Achieved bandwidth")
     ax.legend(fontsize=7)
     fig.suptitle(
-        f"flr_nnx vs optax — {m['cpu']}, {m['cores']} cores, {m['device']}; {m['versions']}",
+        f"flr_nnx vs optax — {m['cpu']}, {m['cores']} cores, {m['device']}; {m['versions']}\n"
+        f"run {results['when']}, load average {results['load'][0]:.1f} / "
+        f"{results['load'][1]:.1f} (start / end): see the spread columns in docs/benchmarks.md",
         fontsize=9,
     )
     fig.tight_layout()
