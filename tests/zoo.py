@@ -128,5 +128,80 @@ ZOO: list[Entry] = [
     ),
     # -- end of section A
     # -- section B: RMSProp, Adagrad, Adafactor, LAMB, PolyakSGD, Muon, building blocks
+    Entry(
+        "RMSProp",
+        lambda: flr.optim.RMSProp(1e-2, momentum=0.9, centered=True),
+        lambda: optax.rmsprop(1e-2, momentum=0.9, centered=True),
+        extra={"rosenbrock": lambda: flr.optim.RMSProp(1e-3, momentum=0.9, centered=True)},
+    ),
+    Entry("Adagrad", lambda: flr.optim.Adagrad(0.1), lambda: optax.adagrad(0.1)),
+    Entry(
+        "Adafactor",  # factors every matrix here: row/column statistics, not a full moment
+        lambda: flr.optim.Adafactor(1e-2, min_dim_size_to_factor=2, weight_decay_rate=1e-3),
+        lambda: optax.adafactor(1e-2, min_dim_size_to_factor=2, weight_decay_rate=1e-3),
+        # steps scaled by the parameters' RMS crawl; Rosenbrock's valley needs momentum and decay
+        extra={
+            "converge": lambda: flr.optim.Adafactor(3e-2, multiply_by_parameter_scale=False),
+            "rosenbrock": lambda: flr.optim.Adafactor(
+                optax.exponential_decay(3e-2, 300, 0.5),
+                multiply_by_parameter_scale=False,
+                momentum=0.9,
+            ),
+        },
+    ),
+    Entry(
+        "LAMB",
+        lambda: flr.optim.LAMB(
+            1e-2, weight_decay=1e-2, mask=flr.optim.key_mask(lambda k: k[-1] != "bias")
+        ),
+        lambda: optax.lamb(
+            1e-2, weight_decay=1e-2, mask=flr.optim.key_mask(lambda k: k[-1] != "bias")
+        ),
+        # trust-ratio steps are lr * ||params|| long: a decaying rate settles in the valley
+        extra={
+            "converge": lambda: flr.optim.LAMB(1e-2),
+            "rosenbrock": lambda: flr.optim.LAMB(optax.exponential_decay(1e-1, 200, 0.5)),
+        },
+    ),
+    Entry("PolyakSGD", flr.optim.PolyakSGD, optax.polyak_sgd, needs_loss=True),
+    Entry(
+        "Muon",  # Newton-Schulz on the matrices, AdamW on the rest
+        lambda: flr.optim.Muon(1e-2),
+        lambda: optax.contrib.muon(1e-2),
+        bit_identical=False,
+        why_not_bit_identical=(
+            "with several matrices, XLA turns optax's bias-correction divisions into "
+            "reciprocal multiplications depending on the whole program; Newton-Schulz "
+            "amplifies that last-bit difference (bit-identical with one matrix)"
+        ),
+        rtol=5e-5,
+    ),
+    Entry(
+        "Chain(blocks)",  # ClipByGlobalNorm, Adam's scaling, AddDecayedWeights, ScaleByLearningRate
+        lambda: flr.optim.Chain(
+            flr.optim.ClipByGlobalNorm(1.0),
+            flr.optim.Adam(1.0),
+            flr.optim.AddDecayedWeights(1e-2, mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p)),
+            flr.optim.Clip(0.5),
+            flr.optim.ScaleByLearningRate(1e-2),
+        ),
+        lambda: optax.chain(
+            optax.clip_by_global_norm(1.0),
+            optax.scale_by_adam(),
+            optax.add_decayed_weights(1e-2, mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p)),
+            optax.clip(0.5),
+            optax.scale_by_learning_rate(1e-2),
+        ),
+        extra={
+            "converge": lambda: flr.optim.Chain(
+                flr.optim.ClipByGlobalNorm(1.0), flr.optim.ScaleByLearningRate(0.1)
+            ),
+            "rosenbrock": lambda: flr.optim.Chain(
+                flr.optim.ClipByGlobalNorm(1.0),
+                flr.optim.Adam(1.0),
+                flr.optim.ScaleByLearningRate(optax.exponential_decay(5e-2, 500, 0.5)),
+            ),
+        },
+    ),
     # -- end of section B
 ]
