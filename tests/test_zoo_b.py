@@ -28,16 +28,22 @@ def make_params(big=False):
     }
 
 
-def grads_at(i, params):
-    """Gradients of a quadratic plus noise of changing size, so states evolve."""
-    key = jax.random.fold_in(jax.random.key(1), i)
+def _noise(steps, params):
+    """Per-step Gaussian noise of growing size, generated once (no RNG in the steps)."""
     leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(key, len(leaves))
-    noisy = [
-        0.1 * p + jax.random.normal(k, p.shape) * (1 + i % 5)
-        for k, p in zip(keys, leaves, strict=True)
-    ]
-    return treedef.unflatten(noisy)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    scale = (1 + jnp.arange(steps) % 5).astype(jnp.float32)
+    return treedef.unflatten(
+        [
+            jax.random.normal(k, (steps, *p.shape)) * scale.reshape((steps,) + (1,) * p.ndim)
+            for k, p in zip(keys, leaves, strict=True)
+        ]
+    )
+
+
+def grads_at(noise, i, params):
+    """Gradients of a quadratic plus noise, so every state evolves."""
+    return jax.tree.map(lambda n, p: 0.1 * p + n[i], noise, params)
 
 
 def loss_at(i, params):
@@ -67,9 +73,11 @@ def run_side_by_side(hook_opt, twin, *, params=None, steps=STEPS, rtol=0.0, with
     h_state, t_state = hook.init(params), twin.init(params)
 
     # The updates leave this function (no fusion with the comparison), as in training.
+    noise = _noise(steps, params)
+
     @jax.jit
     def both(i, params, h_state, t_state):
-        grads = grads_at(i, params)
+        grads = grads_at(noise, i, params)
         extra = {"value": loss_at(i, params)} if with_loss else {}
         h, h_state = hook.update(grads, h_state, params, **extra)
         t, t_state = twin.update(grads, t_state, params, **extra)
@@ -98,6 +106,9 @@ NO_BIAS = flr.optim.key_mask(lambda key: key[-1] != "bias")
 @pytest.mark.parametrize(
     "lr, kwargs",
     [
+        (1e-2, {}),
+        (1e-2, {"centered": True}),
+        (1e-2, {"bias_correction": True, "eps_in_sqrt": False}),
         (1e-2, {"momentum": 0.9}),
         # Centred and debiased, the first variance is 0 up to rounding: eps keeps it positive.
         (
@@ -112,7 +123,14 @@ NO_BIAS = flr.optim.key_mask(lambda key: key[-1] != "bias")
         ),
         (SCHEDULE, {"eps_in_sqrt": False, "initial_scale": 1.0, "decay": 0.8}),
     ],
-    ids=["momentum", "nesterov-centered-debiased", "schedule-eps-outside-tf1"],
+    ids=[
+        "plain",
+        "centered",
+        "debiased-eps-outside",
+        "momentum",
+        "nesterov-centered-debiased",
+        "schedule-eps-outside-tf1",
+    ],
 )
 def test_rmsprop_bit_identical(lr, kwargs):
     run_side_by_side(flr.optim.RMSProp(lr, **kwargs), optax.rmsprop(lr, **kwargs))
@@ -159,8 +177,9 @@ def test_adafactor_factored_state_is_smaller_than_the_param_and_matches():
             "clipping_threshold": None,
             "multiply_by_parameter_scale": False,
         },
+        {"learning_rate": 1e-2, "factored": False, "momentum": 0.5, "dtype_momentum": "bfloat16"},
     ],
-    ids=["defaults", "momentum-decay-schedule"],
+    ids=["defaults", "momentum-decay-schedule", "unfactored"],
 )
 def test_adafactor_variants_bit_identical(kwargs):
     run_side_by_side(flr.optim.Adafactor(**kwargs), optax.adafactor(**kwargs))
@@ -174,6 +193,14 @@ def test_lamb_key_mask_bit_identical():
     run_side_by_side(flr.optim.LAMB(1e-2, **kwargs), optax.lamb(1e-2, **kwargs))
 
 
+def test_lamb_callable_mask_bit_identical():
+    def mask(params):
+        return jax.tree.map(lambda x: x.ndim > 1, params)
+
+    kwargs = {"weight_decay": 1e-1, "mask": mask}
+    run_side_by_side(flr.optim.LAMB(1e-2, **kwargs), optax.lamb(1e-2, **kwargs))
+
+
 def test_lamb_pytree_mask_and_schedules_bit_identical():
     mask = {"dense": {"kernel": True, "bias": False}, "conv": True, "scale": False, "head": True}
     kwargs = {"weight_decay": SCHEDULE, "mask": mask, "b1": 0.8}
@@ -183,8 +210,12 @@ def test_lamb_pytree_mask_and_schedules_bit_identical():
 # -- PolyakSGD -------------------------------------------------------------------
 
 
-def test_polyak_sgd_reads_the_loss_bit_identical():
-    kwargs = {"variant": "sps+", "f_min": 1e3, "max_learning_rate": 0.5, "scaling": SCHEDULE}
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"variant": "sps+", "f_min": 1e3, "max_learning_rate": 0.5, "scaling": SCHEDULE}],
+    ids=["sps", "sps+"],
+)
+def test_polyak_sgd_reads_the_loss_bit_identical(kwargs):
     run_side_by_side(flr.optim.PolyakSGD(**kwargs), optax.polyak_sgd(**kwargs), with_loss=True)
 
 

@@ -38,7 +38,10 @@ class Adafactor(Optimizer):
     ``learning_rate`` :math:`\eta`, ``multiply_by_parameter_scale``, ``momentum``
     :math:`\beta_1`, ``weight_decay_rate`` :math:`\lambda`), as in optax. The
     parameter becomes :math:`\theta_t - \Delta\theta_t`. Bit-identical to
-    ``optax.adafactor`` under ``jit``.
+    ``optax.adafactor`` under ``jit``, except on parameters narrower than
+    ``dtype_momentum`` (e.g. bfloat16 with the default float32 momentum): optax's
+    update is then in ``dtype_momentum``, and a hook returns it rounded to the
+    parameter's dtype.
 
     Args:
         learning_rate: :math:`\eta`, a float, a schedule, or ``None`` for no scaling.

@@ -129,8 +129,11 @@ class Muon(Optimizer):
     gets AdamW (:class:`~flr_nnx.optim.Adam` arithmetic with ``adam_b1``,
     ``adam_b2``, ``eps``, Nesterov as ``nesterov``, decoupled decay
     ``adam_weight_decay`` and learning rate ``adam_learning_rate``), as optax does.
-    The parameter becomes :math:`\theta_t - \Delta\theta_t`. Matches
-    ``optax.contrib.muon`` bit for bit under ``jit`` on CPU.
+    The parameter becomes :math:`\theta_t - \Delta\theta_t`. Bit-identical to
+    ``optax.contrib.muon`` under ``jit`` on CPU with one matrix; with several, XLA
+    rewrites optax's bias-correction divisions as reciprocal multiplications in a
+    way that depends on the whole program, and Newton–Schulz amplifies that last
+    bit: updates agree within ~3e-5 of their scale (measured over 50 steps).
 
     Args:
         learning_rate: :math:`\eta`, a float or a schedule (a callable of the step count).

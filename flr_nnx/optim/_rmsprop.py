@@ -26,7 +26,9 @@ class RMSProp(Optimizer):
 
     Without ``momentum``, :math:`\Delta\theta_t = u_t`. The parameter becomes
     :math:`\theta_t - \Delta\theta_t`. As in optax, momentum is applied after the
-    learning rate. Bit-identical to ``optax.rmsprop`` under ``jit``.
+    learning rate, and its state holds optax's sign (:math:`-m_t`) so that the
+    arithmetic, fused multiply-adds included, is optax's. Bit-identical to
+    ``optax.rmsprop`` under ``jit``.
 
     Args:
         learning_rate: :math:`\eta`, a float or a schedule (a callable of the step count).
