@@ -93,7 +93,7 @@ class ScaleByLearningRate(Optimizer):
 
     .. math::
 
-        u_t = \eta_t \, g_t \quad (\text{or } -\eta_t g_t \text{ with ``flip_sign=False``})
+        u_t = \eta_t \, g_t \quad (\text{or } -\eta_t g_t \text{ with flip\_sign=False})
 
     Hooks return descent directions, which the bridge negates, so the default
     (``flip_sign=True``, optax's :math:`-\eta_t g_t`) multiplies by :math:`+\eta_t`.

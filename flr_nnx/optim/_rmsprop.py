@@ -20,7 +20,7 @@ class RMSProp(Optimizer):
         s_t &= \nu_t / (1 - \rho^t) - \big(\mu_t / (1 - \rho^t)\big)^2
             \quad (\text{bias correction and centering optional}) \\
         u_t &= \eta_t \, g_t / \sqrt{s_t + \epsilon}
-            \quad (\text{or } g_t / (\sqrt{s_t} + \epsilon) \text{ with ``eps_in_sqrt=False``}) \\
+            \quad (\text{or } g_t / (\sqrt{s_t} + \epsilon) \text{ with eps\_in\_sqrt=False}) \\
         m_t &= u_t + \beta m_{t-1}, \qquad
         \Delta\theta_t = m_t \quad (\text{or } u_t + \beta m_t \text{ with Nesterov})
 
