@@ -112,7 +112,7 @@ def measure(entry) -> tuple[str, str]:
         ]
         reports = [
             _compare(case.opt, hook, ref, case.bridge, 0.0, 0.0, check=False)
-            for case, (hook, ref) in zip(cases, _run_cases(cases, STEPS), strict=True)
+            for case, (hook, ref) in zip(cases, _run_cases(cases, STEPS).outputs, strict=True)
         ]
         if all(r.bit_identical for r in reports):
             cells.append("bit-identical")

@@ -282,3 +282,32 @@ def test_from_optax_signs(hook, twin, signs):
     links = [opt] if isinstance(opt, flr.optim.FromOptax) else opt.links
     assert [link.sign for link in links if isinstance(link, flr.optim.FromOptax)] == signs
     assert flr.testing.assert_matches(opt, twin(), PARAMS, steps=5).bit_identical
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        [jnp.ones(3), {"w": jnp.ones(2)}],
+        {"train": jnp.ones(2), "_x": jnp.ones(()), "1": jnp.ones(1)},
+    ],
+    ids=["list", "awkward-keys"],
+)
+def test_any_pytree_through_the_nnx_bridge(params):
+    report = flr.testing.assert_matches(
+        flr.optim.Adam(1e-2), optax.adam(1e-2), params, steps=3, bridge="nnx"
+    )
+    assert report.bit_identical and len(report.keys) == len(jax.tree.leaves(params))
+
+
+def test_optax_multisteps_object_as_twin_gets_the_loss():
+    def value_fn(step, params):
+        return 2.0 + jnp.sum(params["b"]) + step.astype(jnp.float32)
+
+    report = flr.testing.assert_matches(
+        flr.optim.MultiSteps(LossScaledSGD(0.01), every_k=2),
+        optax.MultiSteps(loss_scaled_sgd(0.01), every_k_schedule=2),
+        PARAMS,
+        value_fn=value_fn,
+        steps=4,
+    )
+    assert report.max_deviation <= 1e-6

@@ -6,14 +6,18 @@ For every entry:
   (``as_optax``, ``NNXOptimizer``) × dtype (float32, bfloat16) × parameter tree
   (a dict pytree; an NNX model with ``nnx.Conv``, ``nnx.LayerNorm`` and an
   ``nnx.List`` of ``nnx.Linear``): bit-identical where the entry says so, else
-  within its ``rtol`` per step. The eight combinations of an entry run in ONE
-  jit (compile time dominates on CPU); a failing batch is re-run combination by
+  within its ``rtol`` per step. All cases of an entry run in the same two
+  jitted programs, one that creates the states and one that steps them
+  (compile time dominates on CPU); a failing batch is re-run combination by
   combination so each test reports its own first step, key and deviation.
   Every measurement is recorded (``record_property('zoo', ...)``, and as JSON
   in the file named by ``$FLR_ZOO_REPORT`` when set).
 - converges on a parabola and on Rosenbrock (hyperparameters from ``extra``);
-- compiles once, keeps its state's structure and dtypes, ignores unknown extra
-  arguments, and matches its twin inside ``optax.MultiSteps``.
+- compiles once and keeps its state's structure and dtypes (the cross-check's
+  step program is called twice and traced once), ignores unknown extra arguments
+  (every cross-check passes ``foo=1``), and matches its twin inside
+  ``optax.MultiSteps`` (an extra case of the same batch);
+- and docs/zoo_table.rst, generated from the same table, is current.
 
 Per-entry test settings are read from ``Entry.extra`` (see ``tests/zoo.py``).
 """
@@ -86,9 +90,12 @@ def tolerance(entry: Entry, dtype: str) -> float:
 
 @functools.cache
 def crosscheck(name: str):
-    """All eight combinations of one entry in one jit, or the exception it raised.
+    """All cases of one entry in the same two jitted programs, or the exception raised.
 
-    Both bridges of one dtype and tree share the same twin object, hence one optax run.
+    The eight combinations, plus ``optax.MultiSteps`` of ``as_optax`` against
+    MultiSteps of the twin. Both bridges of one dtype and tree share the same twin
+    object, hence one optax run. The steps run in two calls of one program, so the
+    run also tells whether it recompiled and whether any state changed signature.
     """
     entry = next(e for e in ZOO if e.name == name)
     twins = {(dtype, tree): entry.twin() for dtype in DTYPES for tree in TREES}
@@ -104,11 +111,21 @@ def crosscheck(name: str):
         )
         for bridge, dtype, tree in COMBOS
     ]
+    cases.append(
+        _Case(
+            optax.MultiSteps(flr.as_optax(entry.make()), every_k_schedule=2),
+            optax.MultiSteps(entry.twin(), every_k_schedule=2),
+            params_of("dict", "float32"),
+            "tx",
+            value_fn=value_fn,
+            extra_args=EXTRA,
+        )
+    )
     try:
-        outputs = _run_cases(cases, STEPS)
+        run = _run_cases(cases, STEPS, chunks=2)
     except Exception as error:
         return error
-    return dict(zip(COMBOS, outputs, strict=True))
+    return dict(zip([*COMBOS, "multisteps"], run.outputs, strict=True)), run
 
 
 def record(entry: Entry, combo: tuple[str, str, str], report) -> None:
@@ -141,7 +158,7 @@ def test_matches_twin(entry, bridge, dtype, tree, record_property):
             extra_args=EXTRA,
         )
     else:
-        hook, ref = batch[(bridge, dtype, tree)]
+        hook, ref = batch[0][(bridge, dtype, tree)]
         report = _compare(entry.make(), hook, ref, bridge, rtol, 0.0)
     record(entry, (bridge, dtype, tree), report)
     record_property("zoo", f"{entry.name} {bridge}/{dtype}/{tree}: {report}")
@@ -212,63 +229,38 @@ def test_converges(entry, problem):
 # -- compile once, stable state, extra arguments, MultiSteps -------------------
 
 
-def signature(tree):
-    leaves, treedef = jax.tree.flatten(tree)
-    return treedef, [(jnp.shape(x), jnp.result_type(x)) for x in leaves]
+def batch_of(entry: Entry):
+    batch = crosscheck(entry.name)
+    if isinstance(batch, Exception):
+        raise batch
+    return batch
 
 
 @pytest.mark.parametrize("entry", ZOO, ids=lambda e: e.name)
-def test_compiles_once_stable_state_extra_args_multisteps(entry):
-    """Both bridges in one ``nnx.jit``: one trace for 3 calls, state signature kept,
-    ``foo=1`` ignored, and ``optax.MultiSteps`` of ``as_optax`` matches MultiSteps of the twin."""
-    model = nnx.clone(params_of("model", "float32"))
-    params = params_of("dict", "float32")
-    # MultiSteps runs `as_optax` inside, so this also covers the optax bridge.
-    multi_hook = optax.MultiSteps(flr.as_optax(entry.make()), every_k_schedule=2)
-    multi_twin = optax.MultiSteps(entry.twin(), every_k_schedule=2)
+def test_compiles_once_keeps_state_signature_ignores_unknown_args(entry):
+    """The cross-check's step program (both bridges, every dtype and tree, called
+    with ``foo=1``) is called twice: traced once, every state keeps its tree
+    structure, shapes and dtypes."""
+    _, run = batch_of(entry)
+    assert run.traces == 1, "recompiled after the first call"
+    assert len(run.signatures) == 3
+    assert run.signatures[1] == run.signatures[0], "a state changed structure or dtype"
+    assert run.signatures[2] == run.signatures[0], "a state changed structure or dtype"
 
-    @nnx.jit
-    def init(model, params):
-        optimizer = flr.NNXOptimizer(model, entry.make(), wrt=nnx.Param)
-        return optimizer, (multi_hook.init(params), multi_twin.init(params))
 
-    traces = []
-
-    @nnx.jit
-    def step(model, optimizer, params, states, i):
-        traces.append(i)
-        variables = nnx.state(model, nnx.Param)
-        pure = nnx.as_pure(variables)
-        grads = jax.tree.structure(variables).unflatten(
-            jax.tree.leaves(flr.testing.default_grads(i, pure))
-        )
-        # `foo` is unknown to every optimizer: it must be ignored, as optax does.
-        optimizer.update(model, grads, loss=loss_value(i, pure), foo=1)
-        grads = flr.testing.default_grads(i, params)
-        extra = {"foo": 1, "value": loss_value(i, params)}
-        multi, multi_state = multi_hook.update(grads, states[0], params, **extra)
-        twin, twin_state = multi_twin.update(grads, states[1], params, **extra)
-        return optax.apply_updates(params, multi), (multi_state, twin_state), (multi, twin)
-
-    optimizer, states = init(model, params)
-    before = signature((nnx.state(optimizer), states))
-    start = [np.array(x) for x in jax.tree.leaves(nnx.as_pure(nnx.state(model, nnx.Param)))]
-    outputs = []
-    for i in range(4):
-        params, states, out = step(model, optimizer, params, states, np.int32(i))
-        outputs.append(jax.device_get(out))
-    assert len(traces) == 1, "recompiled after the first call"
-    assert signature((nnx.state(optimizer), states)) == before
-    assert int(optimizer.step[...]) == 4
-    moved = jax.tree.leaves(nnx.as_pure(nnx.state(model, nnx.Param)))
-    assert any(not np.array_equal(a, b) for a, b in zip(moved, start, strict=True))
-    stacked = jax.tree.map(lambda *xs: np.stack(xs), *outputs)
-    # Raises flr.testing.MismatchError with the step and key where they part. Inside
-    # MultiSteps' lax.cond XLA fuses each side's arithmetic on its own, so a bit-identical
-    # entry may round differently by an ulp: the per-step tolerance is at least 1e-6.
+@pytest.mark.parametrize("entry", ZOO, ids=lambda e: e.name)
+def test_multisteps_of_as_optax_matches_multisteps_of_twin(entry):
+    outputs, _ = batch_of(entry)
+    hook, ref = outputs["multisteps"]
+    # Inside MultiSteps' lax.cond XLA fuses each side's arithmetic on its own, so a
+    # bit-identical entry may round differently by an ulp: per-step tolerance >= 1e-6.
     rtol = max(tolerance(entry, "float32"), 1e-6)
-    report = _compare(entry.make(), *stacked, "optax", rtol, 0.0)
-    assert report.max_deviation <= rtol
+    # Raises flr.testing.MismatchError with the step and key where they part.
+    report = _compare(entry.make(), hook, ref, "optax", rtol, 0.0)
+    assert report.steps == STEPS and report.max_deviation <= rtol
+    # Every other step is a mini-step: the updates are zeros there, not elsewhere.
+    assert all(not np.any(leaf[0::2]) for leaf in jax.tree.leaves(ref))
+    assert any(np.any(leaf[1::2]) for leaf in jax.tree.leaves(ref))
 
 
 # -- the docs table -----------------------------------------------------------------

@@ -145,7 +145,11 @@ class _Wrapper(nnx.Module):
 
     def __init__(self, params: Any):
         if isinstance(params, Mapping) and all(
-            isinstance(k, str) and k.isidentifier() for k in params
+            isinstance(k, str)
+            and k.isidentifier()
+            and not k.startswith("_")
+            and not hasattr(nnx.Module, k)
+            for k in params
         ):
             # Top-level keys become attributes, so keys match the optax bridge's.
             for name, value in params.items():
@@ -161,7 +165,7 @@ class _Case:
     opt: Optimizer
     tx: optax.GradientTransformation
     params: Any
-    bridge: Bridge = "optax"
+    bridge: str = "optax"  # or "nnx", or "tx" where `opt` is an optax transformation
     wrt: filterlib.Filter = nnx.Param
     grads_fn: GradsFn | None = None
     value_fn: ValueFn | None = None
@@ -179,11 +183,11 @@ def _prepare(case: _Case) -> tuple[Any, Any, Callable[[Any, Any], tuple[Any, Upd
     state and its ``update(grads, state, params, extra)``, so one compile covers
     init and every step.
     """
-    if case.bridge == "optax":
+    if case.bridge in ("optax", "tx"):
         params = case.params
         if isinstance(params, nnx.Module):
             params = nnx.as_pure(nnx.state(params, case.wrt))
-        hook = as_optax(case.opt)
+        hook = as_optax(case.opt) if case.bridge == "optax" else _with_extra_args(case.opt)
 
         def optax_update(grads: Any, state: Any, params: Any, extra: dict) -> tuple[Any, Any]:
             return hook.update(grads, state, params, **extra)
@@ -222,26 +226,61 @@ def _prepare(case: _Case) -> tuple[Any, Any, Callable[[Any, Any], tuple[Any, Upd
     return params, model_state, start_nnx
 
 
+def _with_extra_args(tx: Any) -> optax.GradientTransformationExtraArgs:
+    # optax.MultiSteps is an object whose update takes extra arguments, but its
+    # gradient_transformation() (and so with_extra_args_support) would drop them.
+    if isinstance(tx, optax.MultiSteps):
+        return optax.GradientTransformationExtraArgs(tx.init, tx.update)
+    return optax.with_extra_args_support(tx)
+
+
 def _reference_key(case: _Case) -> tuple[Any, ...]:
     # Cases that share the optax transformation, the parameters and the inputs
     # share one optax run (the bridges of one optimizer, say).
     return (id(case.tx), id(case.params), case.grads_fn, case.value_fn, id(case.extra_args))
 
 
-def _run_cases(cases: list[_Case], steps: int) -> list[tuple[Any, Any]]:
-    """Runs every case for ``steps`` steps in ONE jit; returns stacked (hook, optax) updates.
+@dataclasses.dataclass
+class _Run:
+    """What :func:`_run_cases` returns.
 
-    Cases with the same ``tx`` object, ``params`` object and inputs share one
-    optax run.
+    Attributes:
+        outputs: per case, the stacked ``(hook, optax)`` updates of every step.
+        traces: how many times the step program was traced (1: no recompile).
+        signatures: the tree structure, shapes and dtypes of every state, after
+            init and after each chunk of steps (all equal: stable state).
     """
+
+    outputs: list[tuple[Any, Any]]
+    traces: int
+    signatures: list[Any]
+
+
+def _signature(tree: Any) -> tuple[Any, list[tuple[tuple[int, ...], Any]]]:
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, [(tuple(jnp.shape(x)), jnp.result_type(x)) for x in leaves]
+
+
+def _run_cases(cases: list[_Case], steps: int, chunks: int = 1) -> _Run:
+    """Runs every case for ``steps`` steps under jit, all cases in the same programs.
+
+    One jitted program creates every state; another runs ``steps // chunks``
+    steps of every case in one ``lax.scan`` and is called ``chunks`` times,
+    carrying the states from call to call. Cases with the same ``tx`` object,
+    ``params`` object and inputs share one optax run. A case with bridge
+    ``'tx'`` compares two optax transformations (``case.opt`` is one).
+    """
+    if steps % chunks:
+        raise HyperparameterError(f"{steps} steps do not split into {chunks} equal chunks.")
     groups: dict[tuple[Any, ...], list[int]] = {}
     for n, case in enumerate(cases):
         groups.setdefault(_reference_key(case), []).append(n)
     prepared = [_prepare(case) for case in cases]
+    step_fns: list[Callable[..., Any]] = []
 
-    def start_group(members: list[int], params: Any, hook_inputs: list[Any]) -> tuple[Any, Any]:
+    def start_group(members: list[int], params: Any, hook_inputs: list[Any]) -> Any:
         lead = cases[members[0]]
-        tx = optax.with_extra_args_support(lead.tx)
+        tx = _with_extra_args(lead.tx)
         grads_fn = lead.grads_fn
         if grads_fn is None:
             grads_fn = default_grads if lead.value_fn is None else jax.grad(lead.value_fn, 1)
@@ -266,34 +305,45 @@ def _run_cases(cases: list[_Case], steps: int) -> list[tuple[Any, Any]]:
             carry = (optax.apply_updates(params, ref), new_states, ref_state)
             return carry, (hooks, ref)
 
-        return (params, hook_states, tx.init(params)), step
+        # The step closes over static things only (transformations, graph
+        # definitions), so the init program's trace can hand it to the step program.
+        step_fns.append(step)
+        return (params, hook_states, tx.init(params))
 
     @jax.jit
-    def run(inputs: list[Any]) -> list[tuple[Any, Any]]:
-        # All groups advance in ONE loop: XLA's cost is per loop as much as per op.
-        started = [
+    def init(inputs: list[Any]) -> list[Any]:
+        step_fns.clear()
+        return [
             start_group(members, params, hook_inputs)
             for members, (params, hook_inputs) in zip(groups.values(), inputs, strict=True)
         ]
-        steps_fns = [step for _, step in started]
+
+    traces = []
+    length = steps // chunks
+
+    @jax.jit
+    def advance(carries: list[Any], first: jax.Array) -> tuple[list[Any], list[Any]]:
+        traces.append(first)
 
         def body(carries: list[Any], i: jax.Array) -> tuple[list[Any], list[Any]]:
-            outs = [fn(carry, i) for fn, carry in zip(steps_fns, carries, strict=True)]
+            outs = [fn(carry, i) for fn, carry in zip(step_fns, carries, strict=True)]
             return [carry for carry, _ in outs], [out for _, out in outs]
 
-        _, out = jax.lax.scan(
-            body, [carry for carry, _ in started], jnp.arange(steps, dtype=jnp.int32)
-        )
-        return out
+        return jax.lax.scan(body, carries, first + jnp.arange(length, dtype=jnp.int32))
 
-    inputs = [
-        (prepared[members[0]][0], [prepared[n][1] for n in members]) for members in groups.values()
-    ]
+    carries = init([(prepared[m[0]][0], [prepared[n][1] for n in m]) for m in groups.values()])
+    signatures = [_signature(carries)]
+    chunk_outputs = []
+    for chunk in range(chunks):
+        carries, out = advance(carries, np.int32(chunk * length))
+        signatures.append(_signature(carries))
+        chunk_outputs.append(jax.device_get(out))
+    outputs = jax.tree.map(lambda *xs: np.concatenate(xs), *chunk_outputs)
     results: list[tuple[Any, Any]] = [None] * len(cases)  # type: ignore[list-item]
-    for members, (hooks, ref) in zip(groups.values(), run(inputs), strict=True):
+    for members, (hooks, ref) in zip(groups.values(), outputs, strict=True):
         for n, hook in zip(members, hooks, strict=True):
             results[n] = (hook, ref)
-    return results
+    return _Run(results, len(traces), signatures)
 
 
 def _check_args(bridge: Any, steps: int, rtol: float, atol: float) -> None:
@@ -385,7 +435,7 @@ def assert_matches(
     """
     _check_args(bridge, steps, rtol, atol)
     case = _Case(opt, tx, params, bridge, wrt, grads_fn, value_fn, extra_args)
-    hook, ref = _run_cases([case], steps)[0]
+    hook, ref = _run_cases([case], steps).outputs[0]
     return _compare(opt, hook, ref, bridge, rtol, atol)
 
 
