@@ -319,11 +319,13 @@ def test_blocks_constant_rates_key_mask_and_flip_sign():
         flr.optim.ClipByGlobalNorm(3.0),
         flr.optim.AddDecayedWeights(1e-2, mask=NO_BIAS),
         flr.optim.ScaleByLearningRate(0.1, flip_sign=False),
+        flr.optim.ScaleByLearningRate(None),
     )
     twin = optax.chain(
         optax.clip_by_global_norm(3.0),
         optax.add_decayed_weights(1e-2, mask=NO_BIAS),
         optax.scale_by_learning_rate(0.1, flip_sign=False),
+        optax.scale_by_learning_rate(None),
     )
     run_side_by_side(hook, twin, steps=10)
 

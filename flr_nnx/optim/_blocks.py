@@ -101,7 +101,8 @@ class ScaleByLearningRate(Optimizer):
     step), as optax's ``scale_by_schedule`` does.
 
     Args:
-        learning_rate: :math:`\eta`, a float or a schedule (a callable of the step count).
+        learning_rate: :math:`\eta`, a float, a schedule (a callable of the step count),
+            or ``None`` for no scaling (as in optax).
         flip_sign: as in optax: ``True`` for descent (the usual case).
 
     Example:
@@ -115,8 +116,9 @@ class ScaleByLearningRate(Optimizer):
         Array([-0.06      , -0.08000001], dtype=float32)
     """
 
-    def __init__(self, learning_rate: ScalarOrSchedule, *, flip_sign: bool = True):
-        check_hyper("learning_rate", learning_rate, optimizer=type(self).__name__)
+    def __init__(self, learning_rate: ScalarOrSchedule | None = None, *, flip_sign: bool = True):
+        if learning_rate is not None:
+            check_hyper("learning_rate", learning_rate, optimizer=type(self).__name__)
         self.learning_rate = learning_rate
         self.flip_sign = flip_sign
         if callable(learning_rate):
@@ -132,6 +134,8 @@ class ScaleByLearningRate(Optimizer):
         return grads
 
     def call_param(self, grad, **_):
+        if self.learning_rate is None:  # optax: no scaling at all, whatever flip_sign says
+            return grad
         if self.flip_sign:
             return scale(self.lr_t, grad)
         # Negating optax's `lr * g` (rather than scaling by -lr) keeps the sign
