@@ -95,7 +95,7 @@ class Adafactor(Optimizer):
         check_hyper("decay_rate", decay_rate, optimizer=name)
         check_hyper("decay_offset", decay_offset, optimizer=name)
         if clipping_threshold is not None:
-            check_hyper("clipping_threshold", clipping_threshold, low=1e-45, optimizer=name)
+            check_hyper("clipping_threshold", clipping_threshold, optimizer=name)
         if momentum is not None:
             check_hyper("momentum", momentum, high=1.0, high_inclusive=True, optimizer=name)
         if weight_decay_rate is not None:
