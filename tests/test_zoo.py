@@ -88,16 +88,10 @@ def tolerance(entry: Entry, dtype: str) -> float:
     return 0.0 if entry.bit_identical else entry.rtol
 
 
-@functools.cache
-def crosscheck(name: str):
-    """All cases of one entry in the same two jitted programs, or the exception raised.
-
-    The eight combinations, plus ``optax.MultiSteps`` of ``as_optax`` against
+def cases_of(entry: Entry) -> list[_Case]:
+    """The eight combinations, then ``optax.MultiSteps`` of ``as_optax`` against
     MultiSteps of the twin. Both bridges of one dtype and tree share the same twin
-    object, hence one optax run. The steps run in two calls of one program, so the
-    run also tells whether it recompiled and whether any state changed signature.
-    """
-    entry = next(e for e in ZOO if e.name == name)
+    object, hence one optax run."""
     twins = {(dtype, tree): entry.twin() for dtype in DTYPES for tree in TREES}
     value_fn = loss_value if entry.needs_loss else None
     cases = [
@@ -121,11 +115,26 @@ def crosscheck(name: str):
             extra_args=EXTRA,
         )
     )
+    return cases
+
+
+def run_entry(entry: Entry, steps: int = STEPS):
+    """All cases of one entry in the same two jitted programs (docs/zoo_table.py too).
+
+    The steps run in two calls of one program, so the run also tells whether it
+    recompiled and whether any state changed signature.
+    """
+    run = _run_cases(cases_of(entry), steps, chunks=2)
+    return dict(zip([*COMBOS, "multisteps"], run.outputs, strict=True)), run
+
+
+@functools.cache
+def crosscheck(name: str):
+    """``run_entry`` of the named entry, or the exception it raised."""
     try:
-        run = _run_cases(cases, STEPS, chunks=2)
+        return run_entry(next(e for e in ZOO if e.name == name))
     except Exception as error:
         return error
-    return dict(zip([*COMBOS, "multisteps"], run.outputs, strict=True)), run
 
 
 def record(entry: Entry, combo: tuple[str, str, str], report) -> None:
