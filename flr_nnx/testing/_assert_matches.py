@@ -378,17 +378,21 @@ def assert_matches(
 ) -> MatchReport:
     r"""Runs a hook optimizer and an optax transformation side by side and compares them.
 
-    Both sides run in ONE ``jax.jit``-compiled ``lax.scan`` over ``steps``
-    steps, on the same gradients and the same parameters: after each step the
-    parameters move by optax's update, so every step compares the two updates
-    from the same inputs, while each side keeps its own state. Step ``i`` passes
-    when, for every parameter,
+    Both sides run in the same ``jax.jit``-compiled ``lax.scan`` over ``steps``
+    steps (the states are created by another jitted program), on the same
+    gradients and the same parameters: after each step the parameters move by
+    optax's update, so every step compares the two updates from the same inputs,
+    while each side keeps its own state. Step ``i`` passes when, for every
+    parameter,
 
     .. math::
 
         \max |u^{hook}_i - u^{optax}_i| \le \mathrm{atol} + \mathrm{rtol} \cdot \max |u^{optax}_i|
 
-    and with ``rtol = atol = 0`` the updates must be bit-identical.
+    and with ``rtol = atol = 0`` the updates must be bit-identical. Note that XLA
+    on CPU contracts ``a * b + c`` into fused multiply-adds depending on the
+    surrounding program, so the same arithmetic can round differently by one ulp
+    in some programs.
 
     Args:
         opt: the hook optimizer under test (not mutated).
