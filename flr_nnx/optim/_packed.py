@@ -37,10 +37,13 @@ class Packed(Optimizer):
     the update is split back into the parameters' shapes. For an elementwise
     optimizer the arithmetic on every element is exactly that of the per-leaf
     path, so the results are bit-identical; what changes is the compiled
-    program: one fused loop per dtype instead of one per parameter, which
-    compiles much faster and removes the per-leaf launch cost on many small
-    parameters, at the price of copying the gradients into the packed buffer
-    each step.
+    program: one fused loop per dtype instead of one per parameter, and state
+    discovery at init on one buffer instead of every parameter. The price is a
+    copy of the gradients into the packed buffer every step and one slice per
+    parameter to unpack the update, which XLA:CPU is slow to compile. Measured
+    on 1000 parameters of 4096 (docs/performance.rst): steps 1.2x and init 6x
+    faster than the per-leaf path, compile 2x slower. Opt in where step or
+    init time on many small parameters matters more than compile time.
 
     .. math::
 
