@@ -27,8 +27,8 @@ from flr_nnx.optim._mask import key_mask as key_mask
 from flr_nnx.optim._muon import Muon as Muon
 from flr_nnx.optim._nadam import NAdam as NAdam
 from flr_nnx.optim._packed import Packed as Packed
-from flr_nnx.optim._radam import RAdam as RAdam
 from flr_nnx.optim._polyak import PolyakSGD as PolyakSGD
+from flr_nnx.optim._radam import RAdam as RAdam
 from flr_nnx.optim._rmsprop import RMSProp as RMSProp
 from flr_nnx.optim._sgd import SGD as SGD
 from flr_nnx.optim._sgd import SignSGD as SignSGD
