@@ -1,9 +1,9 @@
 """Quickstart: train a small NNX model with the tutorial's Adam, through both bridges.
 
-Runs the same model three times -- the tutorial's hook Adam through
+Runs the same model four times -- the tutorial's hook Adam through
 ``flr.NNXOptimizer``, the same class through ``flr.as_optax`` inside
-``nnx.Optimizer``, and ``optax.adam`` -- then prints the loss curves side by
-side and the largest deviation between them.
+``nnx.Optimizer``, the library's ``flr.optim.Adam``, and ``optax.adam`` -- then
+prints the loss curves side by side and the largest deviations between them.
 
     python examples/quickstart.py [--steps N]
 """
@@ -50,25 +50,35 @@ def train(make_optimizer, steps: int) -> list[float]:
 def main(steps: int = 300) -> dict[str, list[float]]:
     lr = 1e-2
     curves = {
-        "hook Adam / NNXOptimizer": train(
+        "tutorial Adam / NNXOptimizer": train(
             lambda m: flr.NNXOptimizer(m, TutorialAdam(lr), wrt=nnx.Param), steps
         ),
-        "hook Adam / as_optax": train(
+        "tutorial Adam / as_optax": train(
             lambda m: nnx.Optimizer(m, flr.as_optax(TutorialAdam(lr)), wrt=nnx.Param), steps
+        ),
+        "flr.optim.Adam / NNXOptimizer": train(
+            lambda m: flr.NNXOptimizer(m, flr.optim.Adam(lr), wrt=nnx.Param), steps
         ),
         "optax.adam": train(lambda m: nnx.Optimizer(m, optax.adam(lr), wrt=nnx.Param), steps),
     }
     names = list(curves)
-    print(f"{'step':>6}  " + "  ".join(f"{name:>26}" for name in names))
+    print(f"{'step':>6}  " + "  ".join(f"{name:>30}" for name in names))
     for i in sorted({0, *range(steps // 10, steps, steps // 10), steps - 1}):
-        print(f"{i:>6}  " + "  ".join(f"{curves[n][i]:>26.6f}" for n in names))
-    reference = curves["optax.adam"]
-    deviation = max(
-        abs(a - b) / max(abs(b), 1e-12)
-        for name in names[:2]
-        for a, b in zip(curves[name], reference, strict=True)
+        print(f"{i:>6}  " + "  ".join(f"{curves[n][i]:>30.6f}" for n in names))
+
+    def deviation(a: str, b: str) -> float:
+        pairs = zip(curves[a], curves[b], strict=True)
+        return max(abs(x - y) / max(abs(y), 1e-12) for x, y in pairs)
+
+    print(f"\nlargest relative deviation of the loss over {steps} steps:")
+    print(f"  tutorial Adam, NNXOptimizer vs as_optax: {deviation(names[0], names[1]):.2e}")
+    print(f"  flr.optim.Adam vs optax.adam:            {deviation(names[2], names[3]):.2e}")
+    print(f"  tutorial Adam vs optax.adam:             {deviation(names[0], names[3]):.2e}")
+    print(
+        "(the tutorial computes its bias correction inside call_param, so it rounds differently "
+        "from optax;\n the per-step difference is ~1e-7 and the trajectories drift apart slowly. "
+        "flr.optim.Adam is bit-identical.)"
     )
-    print(f"\nlargest relative deviation from optax.adam over {steps} steps: {deviation:.2e}")
     return curves
 
 

@@ -12,6 +12,8 @@ def test_quickstart_trains_and_agrees_with_optax(capsys):
     assert reference[-1] < reference[0]
     for name, curve in curves.items():
         assert all(abs(a - b) <= 1e-5 * abs(b) for a, b in zip(curve, reference, strict=True)), name
+    assert curves["flr.optim.Adam / NNXOptimizer"] == reference  # bit-identical
+    assert curves["tutorial Adam / NNXOptimizer"] == curves["tutorial Adam / as_optax"]
     assert "largest relative deviation" in capsys.readouterr().out
 
 
