@@ -172,7 +172,9 @@ def rebuild(
             return kind._make(items) if hasattr(kind, "_fields") else kind(items)
         if kind is not None and not isinstance(kind, type):  # a pytree node's treedef
             return kind.unflatten([child((NODE, i), _ABSENT) for i in range(kind.num_leaves)])
-        if isinstance(kind, type) and issubclass(kind, (dict, list)):
+        if isinstance(kind, type) and issubclass(kind, Optimizer):
+            node = object.__new__(kind)
+        elif isinstance(kind, type) and issubclass(kind, (dict, list)):
             node = kind()
         elif not grouped:
             return node
@@ -187,7 +189,10 @@ def rebuild(
             attrs[step[1]] = child(step, _ABSENT)
         return new
     if isinstance(node, dict):
-        new_dict = make_dict() if type(node) is dict else copy.copy(node)
+        if type(node) is collections.defaultdict and make_dict is not dict:
+            new_dict = _RecordingDefaultDict(node.default_factory)
+        else:
+            new_dict = make_dict() if type(node) is dict else copy.copy(node)
         for key, old in node.items():
             dict.__setitem__(new_dict, key, child((ITEM, key), old))
         for step in list(grouped):
@@ -256,8 +261,28 @@ class _RecordingDict(dict):
             self[key] = value
 
 
+class _RecordingDefaultDict(collections.defaultdict):
+    """A defaultdict (torch-style ``self.state[key]``) that records new keys too."""
+
+    __setitem__ = _RecordingDict.__setitem__
+    setdefault = _RecordingDict.setdefault
+    update = _RecordingDict.update
+
+    def __missing__(self, key: Any) -> Any:
+        if self.default_factory is None:
+            raise KeyError(key)
+        self[key] = self.default_factory()
+        # The stored value is the recording copy, not the factory's original.
+        return dict.__getitem__(self, key)
+
+
 def _recording_copy(value: Any) -> Any:
     """Plain dicts inside a newly assigned value become recording dicts."""
+    if type(value) is collections.defaultdict:
+        new_default = _RecordingDefaultDict(value.default_factory)
+        for key, child in value.items():
+            dict.__setitem__(new_default, key, _recording_copy(child))
+        return new_default
     if type(value) is dict:
         new = _RecordingDict()
         for key, child in value.items():

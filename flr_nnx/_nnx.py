@@ -248,8 +248,10 @@ class LiveView:
     """A live view of a hook optimizer whose state lives in an :class:`NNXOptimizer`.
 
     Obtained as ``optimizer.opt``. Attribute reads return the current state
-    (array attributes, dicts of per-parameter state as plain dicts) or the
+    (array attributes, dicts of per-parameter state as read-only dicts) or the
     optimizer's Python values; assigning an array attribute updates the state.
+    Lists and dicts read through the view are snapshots whose items refuse
+    assignment (:class:`~flr_nnx.HyperparameterError`).
     """
 
     def __init__(self, owner: NNXOptimizer, node: Any, prefix: _engine.Path):
@@ -359,9 +361,40 @@ def _resolve(
         else:
             child = _engine._ABSENT
         children[step[1]] = _resolve(owner, child, (*path, step), slots, statics)
+    where = format_path(path, root="optimizer.opt")
     if isinstance(node, (list, tuple)) or (steps and next(iter(steps))[0] == INDEX):
-        return [children[i] for i in sorted(children)]
-    return children
+        return _ReadOnlyList([children[i] for i in sorted(children)], where=where)
+    return _ReadOnlyDict(children, where=where)
+
+
+class _ReadOnly:
+    """Items read through the live view are a snapshot: refuse writes loudly."""
+
+    _where = ""
+
+    def _refuse(self, *_: Any, **__: Any) -> None:
+        raise HyperparameterError(
+            f"{self._where} is a snapshot read through `optimizer.opt`; changing its items "
+            "would not change the optimizer's state. Fix: keep a live hyperparameter in an "
+            "attribute (`self.lr = flr.hyper(...)`) and assign `optimizer.opt.lr = value`, or "
+            "set the Variables in `optimizer.opt_state` directly."
+        )
+
+
+class _ReadOnlyDict(_ReadOnly, dict):
+    def __init__(self, items: dict[Any, Any], *, where: str):
+        dict.__init__(self, items)
+        self._where = where
+
+    __setitem__ = __delitem__ = update = setdefault = pop = popitem = clear = _ReadOnly._refuse
+
+
+class _ReadOnlyList(_ReadOnly, list):
+    def __init__(self, items: list[Any], *, where: str):
+        list.__init__(self, items)
+        self._where = where
+
+    __setitem__ = __delitem__ = append = extend = insert = pop = remove = clear = _ReadOnly._refuse
 
 
 # --------------------------------------------------------------------------

@@ -75,7 +75,9 @@ class Optimizer:
 
     def __setattr__(self, name: str, value: Any) -> None:
         callback = _ON_NEW_ATTRIBUTE.get()
-        if callback is not None and name not in self.__dict__:
+        # Every assignment is reported, not only new names: an attribute that starts as
+        # None in __init__ and becomes an array in a hook also starts from its first value.
+        if callback is not None:
             value = callback(self, name, value)
         object.__setattr__(self, name, value)
 

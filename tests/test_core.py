@@ -1,5 +1,6 @@
 """The core: hook API, engine, and both bridges, proven on the tutorial's Adam."""
 
+import collections
 import itertools
 
 import jax
@@ -447,3 +448,85 @@ def test_as_optax_inside_nnx_optimizer_multisteps_and_masked():
 def test_non_finite_or_negative_learning_rate_is_rejected(bad):
     with pytest.raises(flr.HyperparameterError, match="learning_rate"):
         flr.optim.Adam(bad)
+
+
+# -- state created in unusual but ordinary ways (review findings) ----------------
+
+
+class NoneThenArray(flr.optim.Optimizer):
+    """A counter that starts as None in __init__ and becomes an array in a hook."""
+
+    def __init__(self):
+        self.t = None
+
+    def call_model(self, grads, **_):
+        if self.t is None:
+            self.t = jnp.zeros((), jnp.float32)
+        self.t = self.t + 1
+        return grads
+
+    def call_param(self, grad, **_):
+        return self.t * grad
+
+
+class TorchStyle(flr.optim.Optimizer):
+    """Per-parameter state in a defaultdict, as torch.optim keeps it."""
+
+    def __init__(self):
+        self.state = collections.defaultdict(dict)
+
+    def call_param(self, key, grad, **_):
+        slot = self.state[key]
+        if "step" not in slot:
+            slot["step"] = jnp.zeros((), jnp.float32)
+        slot["step"] = slot["step"] + 1
+        return slot["step"] * grad
+
+
+class LazyInner(flr.optim.Optimizer):
+    """A sub-optimizer created inside a hook on the first step."""
+
+    def __call__(self, loss, grads, params):
+        if not hasattr(self, "inner"):
+            self.inner = flr.optim.Adam(0.1)
+        return self.inner(loss=loss, grads=grads, params=params)
+
+
+@pytest.mark.parametrize("opt", [NoneThenArray, TorchStyle], ids=["none-then-array", "defaultdict"])
+def test_state_first_assigned_in_a_hook_starts_from_that_value(opt):
+    params = {"w": jnp.ones(2)}
+    tx = flr.as_optax(opt())
+    state = tx.init(params)
+    assert [float(x) for x in jax.tree.leaves(state)] == [0.0]
+    updates, state = tx.update({"w": jnp.ones(2)}, state, params)
+    np.testing.assert_array_equal(updates["w"], [-1.0, -1.0])
+    updates, _ = tx.update({"w": jnp.ones(2)}, state, params)
+    np.testing.assert_array_equal(updates["w"], [-2.0, -2.0])
+
+
+def test_sub_optimizer_created_in_a_hook_matches_adam():
+    params = dict_params()
+    hook, ref = flr.as_optax(LazyInner()), flr.as_optax(flr.optim.Adam(0.1))
+    h_state, r_state = hook.init(params), ref.init(params)
+    for i in range(3):
+        grads = dict_grads(i, params)
+        h, h_state = hook.update(grads, h_state, params)
+        r, r_state = ref.update(grads, r_state, params)
+        assert bit_equal(h, r)
+
+
+def test_live_view_items_refuse_writes():
+    class Lists(flr.optim.Optimizer):
+        def __init__(self):
+            self.lrs = [flr.hyper(0.1)]
+            self.by_name = {"lr": flr.hyper(0.1)}
+
+        def call_param(self, grad, **_):
+            return self.lrs[0] * self.by_name["lr"] * grad
+
+    optimizer = flr.NNXOptimizer(nnx.Linear(1, 1, rngs=nnx.Rngs(0)), Lists(), wrt=nnx.Param)
+    assert float(optimizer.opt.lrs[0]) == pytest.approx(0.1)
+    with pytest.raises(flr.HyperparameterError, match=r"optimizer\.opt\.lrs.*snapshot"):
+        optimizer.opt.lrs[0] = 0.5
+    with pytest.raises(flr.HyperparameterError, match=r"optimizer\.opt\.by_name.*snapshot"):
+        optimizer.opt.by_name["lr"] = 0.5
