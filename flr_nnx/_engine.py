@@ -220,11 +220,28 @@ def rebuild(
 class _Recorder:
     def __init__(self) -> None:
         self.records: list[tuple[Any, Step, dict[Path, Any]]] = []
+        # Plain dicts replaced by recording copies: a hook still holding the original
+        # (``self.m = m = {}``) would fill a dict the engine never sees.
+        self.replaced: list[tuple[Any, Step, dict[Any, Any], dict[Any, Any]]] = []
 
     def record(self, container: Any, step: Step, value: Any) -> Any:
-        value = _recording_copy(value)
-        self.records.append((container, step, walk(value).arrays))
-        return value
+        copied = _recording_copy(value)
+        if copied is not value and isinstance(value, dict):
+            self.replaced.append((container, step, value, copied))
+        self.records.append((container, step, walk(copied).arrays))
+        return copied
+
+    def check_aliases(self) -> None:
+        for container, step, original, copied in self.replaced:
+            if any(key not in copied for key in original):
+                where = f".{step[1]}" if step[0] == ATTR else f"[{step[1]!r}]"
+                raise StateError(
+                    f"A hook of {type(container).__name__} assigned a dict to `{where}` and then "
+                    "added entries through another name for it (e.g. `self.m = m = {}` followed "
+                    "by `m[key] = ...`). During init the engine records state through the "
+                    "attribute, so those entries would be lost. Fix: add entries through the "
+                    "attribute itself (`self.m[key] = ...`)."
+                )
 
     def on_new_attribute(self, obj: Any, name: str, value: Any) -> Any:
         return self.record(obj, (ATTR, name), value)
@@ -587,6 +604,7 @@ def init(
             _ON_NEW_ATTRIBUTE.reset(token)
             _RECORDER.pop()
         _check_leaks(opt, known_tracers, work, "init")
+        recorder.check_aliases()
         check_updates(opt, updates, grads, flat)
         after = walk(work)
         _check_statics(before.statics, after.statics, "init")

@@ -530,3 +530,15 @@ def test_live_view_items_refuse_writes():
         optimizer.opt.lrs[0] = 0.5
     with pytest.raises(flr.HyperparameterError, match=r"optimizer\.opt\.by_name.*snapshot"):
         optimizer.opt.by_name["lr"] = 0.5
+
+
+def test_dict_filled_through_an_alias_is_a_clear_error_at_init():
+    class Aliased(flr.optim.Optimizer):
+        def call_param(self, key, grad, **_):
+            if not hasattr(self, "m"):
+                self.m = m = {}
+                m[key] = jnp.zeros_like(grad)
+            return grad
+
+    with pytest.raises(flr.StateError, match=r"`\.m`.*another name"):
+        flr.as_optax(Aliased()).init({"w": jnp.ones(2)})
