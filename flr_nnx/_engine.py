@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend.core import Literal, jaxpr_as_fun
 
 from flr_nnx._errors import (
     FlrError,
@@ -565,28 +566,13 @@ def _check_statics(before: Mapping[Path, Any], after: Mapping[Path, Any], where:
             )
 
 
-def init(
-    opt: Optimizer, params: Mapping[Key, Any], shardings: Mapping[Key, Any] | None = None
-) -> HookState:
-    """Discovers an optimizer's state on ``params`` and returns its initial value.
+def _discovery(opt: Optimizer, keys: tuple[Key, ...], found: dict[str, Any]) -> Any:
+    """The function :func:`init` traces: one step that records first values.
 
-    Runs one traced step with zero gradients and records, for every state array
-    the hooks create, the first value assigned to it. Nothing is computed
-    eagerly apart from those initial values.
-
-    Args:
-        opt: the hook optimizer (not mutated).
-        params: float parameters, a mapping from key to array.
-        shardings: the sharding of the state of each parameter key (state keyed
-            by a parameter and of its shape is created with it; other state is
-            left to XLA). Default: the parameters' own shardings when they are
-            spread over several devices.
-
-    Returns:
-        The initial :class:`HookState`.
+    Tracing it fills ``found`` with the state's paths, the static values and
+    the containers the hooks created; it returns the initial value of every
+    state array, in path order.
     """
-    keys = tuple(params)
-    found: dict[str, Any] = {}
 
     def discover(values: list[Any]) -> list[Any]:
         flat = dict(zip(keys, values, strict=True))
@@ -629,25 +615,68 @@ def init(
         found["statics"] = new_statics
         return initial
 
-    values = list(params.values())
+    return discover
+
+
+def is_elementwise(opt: Any) -> bool:
+    """Whether ``opt``'s class declares ``elementwise = True`` (never inferred)."""
+    return getattr(type(opt), "elementwise", False) is True
+
+
+def init(
+    opt: Optimizer, params: Mapping[Key, Any], shardings: Mapping[Key, Any] | None = None
+) -> HookState:
+    """Discovers an optimizer's state on ``params`` and returns its initial value.
+
+    Runs one traced step with zero gradients and records, for every state array
+    the hooks create, the first value assigned to it. Nothing is computed
+    eagerly apart from those initial values.
+
+    For an optimizer whose class declares ``elementwise = True`` (the contract
+    :class:`~flr_nnx.optim.Packed` relies on: ``call_param`` treats every
+    parameter alike and ``call_model`` does not depend on how the parameters
+    are split into leaves), the step is traced on one parameter per shape and
+    dtype, and the state found for it is repeated for the others, when its
+    initial values do not depend on the parameter's values. The first real step
+    traces every parameter and rejects state that breaks the contract.
+
+    Args:
+        opt: the hook optimizer (not mutated).
+        params: float parameters, a mapping from key to array.
+        shardings: the sharding of the state of each parameter key (state keyed
+            by a parameter and of its shape is created with it; other state is
+            left to XLA). Default: the parameters' own shardings when they are
+            spread over several devices.
+
+    Returns:
+        The initial :class:`HookState`.
+    """
+    keys = tuple(params)
     if shardings is None:
         shardings = _spread_shardings(params)
-    if shardings:
-        # Without out_shardings XLA replicates fresh zeros; trace once for the
-        # layout, then create every state array keyed by a parameter (and of
-        # its shape) directly with that parameter's sharding.
-        shapes = jax.eval_shape(discover, values)
-        where = {k: i for i, k in enumerate(keys)}
-        out_shardings = []
-        for path, shape in zip(found["paths"], shapes, strict=True):
-            owner = _param_of(path, where)
-            key = keys[owner] if owner >= 0 else None
-            same_shape = owner >= 0 and tuple(shape.shape) == tuple(jnp.shape(params[key]))
-            out_shardings.append(shardings.get(key) if same_shape else None)
-        initial = jax.jit(discover, out_shardings=out_shardings)(values)
+    grouped = None if shardings or not is_elementwise(opt) else _init_grouped(opt, params)
+    if grouped is not None:
+        paths, initial, statics, containers = grouped
     else:
-        initial = jax.jit(discover)(values)
-    paths = found["paths"]
+        found: dict[str, Any] = {}
+        discover = _discovery(opt, keys, found)
+        values = list(params.values())
+        if shardings:
+            # Without out_shardings XLA replicates fresh zeros; trace once for the
+            # layout, then create every state array keyed by a parameter (and of
+            # its shape) directly with that parameter's sharding.
+            shapes = jax.eval_shape(discover, values)
+            where = {k: i for i, k in enumerate(keys)}
+            out_shardings = []
+            for path, shape in zip(found["paths"], shapes, strict=True):
+                owner = _param_of(path, where)
+                key = keys[owner] if owner >= 0 else None
+                same_shape = owner >= 0 and tuple(shape.shape) == tuple(jnp.shape(params[key]))
+                out_shardings.append(shardings.get(key) if same_shape else None)
+            initial = jax.jit(discover, out_shardings=out_shardings)(values)
+        else:
+            initial = jax.jit(discover)(values)
+        paths, statics, containers = found["paths"], found["statics"], found["containers"]
     mirror = tuple(_mirror(p) for p in paths)
     index = {k: i for i, k in enumerate(keys)}
     layout = Layout(
@@ -655,10 +684,131 @@ def init(
         mirror=mirror,
         param_keys=keys,
         param_of=tuple(_param_of(p, index) for p in paths),
-        statics=found["statics"],
-        containers=found["containers"],
+        statics=statics,
+        containers=containers,
     )
-    return HookState(nest(mirror, initial, paths), layout)
+    tree = nest(mirror, initial, paths)
+    _check_sortable(tree)
+    return HookState(tree, layout)
+
+
+def _check_sortable(tree: Mapping[Any, Any], where: tuple[Any, ...] = ()) -> None:
+    """JAX flattens a dict in sorted key order, so keys of one dict must compare."""
+    try:
+        sorted(tree)
+    except TypeError:
+        kinds = sorted({type(k).__name__ for k in tree})
+        place = "top level" if not where else "/".join(map(str, where))
+        raise StateError(
+            f"The optimizer's state has a dict at `{place}` (in the nested state) whose keys mix "
+            f"{' and '.join(kinds)} ({list(tree)[:6]}); JAX sorts dict keys to flatten a "
+            "pytree and cannot compare these. Fix: use keys of one type in that dict "
+            "(e.g. `str(i)` for integer indices)."
+        ) from None
+    for key, child in tree.items():
+        if isinstance(child, dict):
+            _check_sortable(child, (*where, key))
+
+
+class _NotUniform(Exception):
+    """The grouped discovery does not apply; run the full one."""
+
+
+def _init_grouped(
+    opt: Optimizer, params: Mapping[Key, Any]
+) -> tuple[tuple[Path, ...], list[Any], tuple[Any, ...], tuple[Any, ...]] | None:
+    """Discovery on one parameter per shape and dtype, or None where it cannot apply.
+
+    Tracing a step costs Python time for every parameter, about 20x what
+    ``optax.adam().init`` spends on a parameter; most models have few distinct
+    shapes. The state found for a representative is repeated for every
+    parameter of its group, with fresh buffers (the state is donated). It falls
+    back (None) when the initial values depend on the parameters' values, when
+    the optimizer already holds per-parameter state, or when grouping saves
+    little.
+    """
+    keys = tuple(params)
+    groups: dict[Any, list[Key]] = {}
+    for key, value in params.items():
+        aval = jax.typeof(value)
+        signature = (tuple(aval.shape), aval.dtype, getattr(aval, "weak_type", False))
+        groups.setdefault(signature, []).append(key)
+    if len(groups) * 2 > len(keys):
+        return None
+    members = {group[0]: group for group in groups.values()}
+    keyset = set(keys)
+    existing = walk(opt)
+    for path in (*existing.arrays, *existing.statics, *existing.kinds):
+        if any(kind == ITEM and _is_key(name, keyset) for kind, name in path):
+            return None  # state the user created per parameter cannot be repeated
+    found: dict[str, Any] = {}
+    reps = tuple(members)
+    traced = jax.jit(_discovery(opt, reps, found)).trace([params[k] for k in reps])
+    if any(_input_dependent(traced.jaxpr)):
+        return None
+    index = {k: i for i, k in enumerate(keys)}
+    try:
+        paths = _repeat(found["paths"], members, index)
+        statics = _repeat([p for p, _ in found["statics"]], members, index)
+        containers = _repeat([p for p, _ in found["containers"]], members, index)
+    except _NotUniform:
+        return None
+    flat = jax.tree.leaves([params[k] for k in reps])
+    rep_values = jax.jit(jaxpr_as_fun(traced.jaxpr))(*flat)
+    # The representative keeps its own buffer; the others get copies, never
+    # aliases, because the state is donated at every step.
+    initial = [rep_values[i] if own else jnp.copy(rep_values[i]) for _, i, own in paths]
+    return (
+        tuple(p[0] for p in paths),
+        initial,
+        tuple((p[0], found["statics"][p[1]][1]) for p in statics),
+        tuple((p[0], found["containers"][p[1]][1]) for p in containers),
+    )
+
+
+def _is_key(name: Any, keyset: set[Key]) -> bool:
+    try:
+        return name in keyset
+    except TypeError:  # an unhashable dict key cannot be a parameter key
+        return False
+
+
+def _input_dependent(closed: Any) -> list[bool]:
+    """For each output of a traced function, whether it depends on an input."""
+    jaxpr = closed.jaxpr
+    tainted = set(jaxpr.invars)
+    for eqn in jaxpr.eqns:
+        if any(not isinstance(v, Literal) and v in tainted for v in eqn.invars):
+            tainted.update(eqn.outvars)
+    return [not isinstance(v, Literal) and v in tainted for v in jaxpr.outvars]
+
+
+def _repeat(
+    paths: Sequence[Path], members: Mapping[Key, list[Key]], index: Mapping[Key, int]
+) -> list[tuple[Path, int, bool]]:
+    """Repeats paths keyed by a representative for every parameter of its group.
+
+    Returns ``(path, position in paths, whether it is the representative's own)``
+    in the order the full discovery walks them: a dict keyed by parameters
+    lists them in parameter order.
+    """
+    rows = []
+    first: dict[Path, int] = {}
+    for i, path in enumerate(paths):
+        hits = [j for j, (kind, name) in enumerate(path) if kind == ITEM and name in members]
+        if len(hits) > 1:
+            raise _NotUniform
+        if not hits:
+            rows.append(((i, -1, i), path, i, True))
+            continue
+        j = hits[0]
+        prefix, rep = path[:j], path[j][1]
+        start = first.setdefault(prefix, i)
+        for key in members[rep]:
+            new = (*prefix, (ITEM, key), *path[j + 1 :])
+            rows.append(((start, index[key], i), new, i, key == rep))
+    rows.sort(key=lambda row: row[0])
+    return [(path, i, own) for _, path, i, own in rows]
 
 
 def _spread_shardings(params: Mapping[Key, Any]) -> dict[Key, Any]:
@@ -745,6 +895,18 @@ def _call_hooks(work: Optimizer, loss: Any, grads: dict[Key, Any], params: Any) 
         raise
 
 
+def _contract_hint(opt: Optimizer) -> str:
+    if not is_elementwise(opt):
+        return ""
+    name = type(opt).__name__
+    return (
+        f" Note: {name} declares `elementwise = True`, so init discovered its state on one "
+        "parameter per shape and dtype and repeated it for the others. If its hooks create "
+        "state that depends on the parameter key, or on how the parameters are split into "
+        f"leaves, remove `elementwise = True` from {name}."
+    )
+
+
 def _and_more(names: Sequence[str]) -> str:
     if not names:
         return ""
@@ -790,6 +952,7 @@ def step(
             raise StateError(
                 f"{format_path(path)} was optimizer state at init but is gone after this step. "
                 "Fix: keep every state entry (assign a new value instead of deleting it)."
+                + _contract_hint(opt)
             )
         new = after.arrays[path]
         if not is_array(new) or new.shape != old.shape or new.dtype != old.dtype:
@@ -797,6 +960,7 @@ def step(
                 f"{format_path(path)} changed from {describe(old)} to {describe(new)} during a "
                 "step; state must keep its shape and dtype so the step compiles once. Fix: "
                 f"cast it back, e.g. `.astype({old.dtype})`, or create it with the right dtype."
+                + _contract_hint(opt)
             )
         new_leaves.append(new)
     known = set(layout.paths) | {p for p, _ in layout.statics}
@@ -809,5 +973,6 @@ def step(
             "structure is fixed by the first step (at init) so training compiles once. "
             "Fix: create all state on the first call of the hook (e.g. in `_build`), "
             "for every parameter, or initialise again with the new parameters."
+            + _contract_hint(opt)
         )
     return updates, HookState(nest(layout.mirror, new_leaves), layout)

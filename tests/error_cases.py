@@ -310,6 +310,51 @@ def state_created_after_init():
 
 @error_case(
     "state",
+    "an optimizer declares ``elementwise = True`` but creates state for some keys only",
+    flr.StateError,
+    r"opt\.first_seen\[\('b',\)\] was created after init.*Fix:.*Note: OnlyVectors declares "
+    r"`elementwise = True`, so init discovered its state on one parameter per shape and dtype.*"
+    r"remove `elementwise = True` from OnlyVectors",
+)
+def elementwise_with_key_dependent_state():
+    class OnlyVectors(flr.optim.Optimizer):
+        elementwise = True  # a promise that every parameter is treated alike
+
+        def __init__(self):
+            self.first_seen = {}
+
+        def call_param(self, key, grad, **_):
+            if key not in self.first_seen and key != ("a",):
+                self.first_seen[key] = grad
+            return grad
+
+    tx = flr.as_optax(OnlyVectors())
+    # 'a' and 'b' share a shape and dtype, so init only traces 'a', which has no state.
+    params = {"a": jnp.ones(3), "b": jnp.ones(3), "c": jnp.ones(3)}
+    state = tx.init(params)
+    tx.update(params, state, params)
+
+
+@error_case(
+    "state",
+    "a state dict mixes key types that cannot be sorted",
+    flr.StateError,
+    r"The optimizer's state has a dict at `slots` \(in the nested state\) whose keys mix int "
+    r"and str.*JAX sorts dict keys.*Fix: use keys of one type",
+)
+def state_dict_keys_mix_types():
+    class Slots(flr.optim.Optimizer):
+        def __init__(self):
+            self.slots = {0: jnp.zeros(()), "warmup": jnp.ones(())}
+
+        def call_param(self, key, grad, **_):
+            return grad
+
+    flr.as_optax(Slots()).init({"w": jnp.ones(3)})
+
+
+@error_case(
+    "state",
     "a hook changes the dtype of state on the first step",
     flr.StateError,
     r"opt\.count starts as array of shape \(\) and dtype int32 but the first step turns it "

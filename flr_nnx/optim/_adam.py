@@ -45,8 +45,9 @@ class Adam(Optimizer):
         Array([-0.09999934,  0.09999934], dtype=float32)
     """
 
-    # call_param treats every element independently and call_model only computes
-    # per-step scalars, so flr_nnx.optim.Packed may run it on packed buffers.
+    # call_param treats every element alike and call_model only computes per-step
+    # scalars: Packed may run it on packed buffers, and init discovers its
+    # state on one parameter per shape and dtype.
     elementwise = True
 
     def __init__(

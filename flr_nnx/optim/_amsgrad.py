@@ -49,6 +49,11 @@ class AMSGrad(Optimizer):
         Array([-0.09999934,  0.09999934], dtype=float32)
     """
 
+    # call_param treats every element alike and call_model only computes per-step
+    # scalars: Packed may run it on packed buffers, and init discovers its
+    # state on one parameter per shape and dtype.
+    elementwise = True
+
     def __init__(
         self,
         learning_rate: ScalarOrSchedule,

@@ -51,6 +51,11 @@ class RAdam(Optimizer):
         Array([-0.04999999,  0.04999999], dtype=float32)
     """
 
+    # call_param treats every element alike and call_model only computes per-step
+    # scalars: Packed may run it on packed buffers, and init discovers its
+    # state on one parameter per shape and dtype.
+    elementwise = True
+
     def __init__(
         self,
         learning_rate: ScalarOrSchedule,

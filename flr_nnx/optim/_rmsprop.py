@@ -51,6 +51,11 @@ class RMSProp(Optimizer):
         Array([-0.3162277,  0.3162277], dtype=float32)
     """
 
+    # call_param treats every element alike and call_model only computes per-step
+    # scalars: Packed may run it on packed buffers, and init discovers its
+    # state on one parameter per shape and dtype.
+    elementwise = True
+
     def __init__(
         self,
         learning_rate: ScalarOrSchedule,

@@ -43,6 +43,11 @@ class SGD(Optimizer):
         Array([-0.095,  0.095], dtype=float32)
     """
 
+    # call_param treats every element alike and call_model only computes per-step
+    # scalars: Packed may run it on packed buffers, and init discovers its
+    # state on one parameter per shape and dtype.
+    elementwise = True
+
     def __init__(
         self,
         learning_rate: ScalarOrSchedule,
@@ -102,6 +107,11 @@ class SignSGD(Optimizer):
         >>> updates["w"]
         Array([-0.1,  0.1, -0. ], dtype=float32)
     """
+
+    # call_param treats every element alike and call_model only computes per-step
+    # scalars: Packed may run it on packed buffers, and init discovers its
+    # state on one parameter per shape and dtype.
+    elementwise = True
 
     def __init__(self, learning_rate: ScalarOrSchedule):
         check_hyper("learning_rate", learning_rate, optimizer=type(self).__name__)
