@@ -11,6 +11,7 @@ from flr_nnx._errors import MissingArgumentError as MissingArgumentError
 from flr_nnx._errors import StateError as StateError
 from flr_nnx._errors import StructureError as StructureError
 from flr_nnx._errors import TracerLeakError as TracerLeakError
+from flr_nnx._errors import TransientReadError as TransientReadError
 from flr_nnx._hyper import get_hyper as get_hyper
 from flr_nnx._hyper import hyper as hyper
 from flr_nnx._hyper import set_hyper as set_hyper

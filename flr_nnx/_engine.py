@@ -84,7 +84,8 @@ def _pytree_children(node: Any) -> tuple[list[Any], Any] | None:
 
 def _children(node: Any) -> Iterator[tuple[Step, Any]] | None:
     if isinstance(node, Optimizer):
-        return (((ATTR, k), v) for k, v in vars(node).items())
+        skip = type(node).transient
+        return (((ATTR, k), v) for k, v in vars(node).items() if k not in skip)
     if isinstance(node, dict):
         return (((ITEM, k), v) for k, v in node.items())
     if isinstance(node, (list, tuple)):
@@ -184,8 +185,10 @@ def rebuild(
     if isinstance(node, Optimizer):
         new = object.__new__(type(node))
         attrs = new.__dict__
+        skip = type(node).transient
         for name, old in vars(node).items():
-            attrs[name] = child((ATTR, name), old)
+            if name not in skip:
+                attrs[name] = child((ATTR, name), old)
         for step in list(grouped):
             attrs[step[1]] = child(step, _ABSENT)
         return new
@@ -652,6 +655,7 @@ def init(
         The initial :class:`HookState`.
     """
     keys = tuple(params)
+    check_transient(opt)
     if shardings is None:
         shardings = _spread_shardings(params)
     grouped = None if shardings or not is_elementwise(opt) else _init_grouped(opt, params)
@@ -708,6 +712,36 @@ def _check_sortable(tree: Mapping[Any, Any], where: tuple[Any, ...] = ()) -> Non
     for key, child in tree.items():
         if isinstance(child, dict):
             _check_sortable(child, (*where, key))
+
+
+def check_transient(root: Any) -> None:
+    """Transient attributes are per-step values: declared as names, never set in ``__init__``."""
+
+    def visit(node: Any, path: Path) -> None:
+        if isinstance(node, Optimizer):
+            names = type(node).transient
+            cls = type(node).__name__
+            if not isinstance(names, (tuple, list, frozenset, set)) or not all(
+                isinstance(n, str) for n in names
+            ):
+                raise StateError(
+                    f"{cls}.transient is {names!r}; expected a tuple of attribute names. "
+                    f"Fix: e.g. `transient = ('lr_t', 'bc1')`."
+                )
+            for name in names:
+                if name in vars(node):
+                    raise StateError(
+                        f"{format_path((*path, (ATTR, name)))} is listed in {cls}.transient but "
+                        "already has a value before the first step. Transient attributes are "
+                        "not kept between steps, so that value would be lost (or state that "
+                        "should persist silently reset). Fix: compute it in a hook at every "
+                        "step, or remove it from `transient` to keep it as state."
+                    )
+        children = _children(node)
+        for step_, child in children or ():
+            visit(child, (*path, step_))
+
+    visit(root, ())
 
 
 class _NotUniform(Exception):

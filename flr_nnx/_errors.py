@@ -26,6 +26,14 @@ class StateError(FlrError, ValueError):
     """Optimizer state was created, lost or changed shape/dtype after ``init``."""
 
 
+class TransientReadError(StateError, AttributeError):
+    """A hook read a ``transient`` attribute before assigning it in this step.
+
+    It is also an ``AttributeError``, so ``hasattr`` and ``getattr`` with a
+    default behave as for any missing attribute.
+    """
+
+
 class StructureError(FlrError, ValueError):
     """Gradients or parameters do not match the structure seen at ``init``."""
 

@@ -158,6 +158,7 @@ class NNXOptimizer(nnx.Optimizer[M]):
         self.graph = graph
         self.wrt = wrt
         self.step = nnx.OptState(jnp.array(0, dtype=jnp.uint32))
+        _engine.check_transient(opt)
         self.hook_optimizer = _engine.rebuild(opt, {})
         variables = nnx.state(model, wrt, graph=graph)
         keys, leaves, _ = flatten(nnx.as_pure(variables))
@@ -421,7 +422,7 @@ def state_dict(obj: Any) -> dict[Any, Any]:
         >>> import flr_nnx as flr
         >>> tx = flr.as_optax(flr.optim.Adam(0.1))
         >>> sorted(flr.state_dict(tx.init({"w": jnp.ones(2)}))["tree"])
-        ['bc1', 'bc2', 'count', 'mu', 'nu']
+        ['count', 'mu', 'nu']
     """
     out: dict[Any, Any] = {}
     for key, leaf in _flat_leaves(obj):

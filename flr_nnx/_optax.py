@@ -51,6 +51,7 @@ def as_optax(opt: Optimizer) -> optax.GradientTransformationExtraArgs:
         >>> updates["w"]
         Array([-0.09999935, -0.09999935], dtype=float32)
     """
+    _engine.check_transient(opt)
     template = _engine.rebuild(opt, {})
 
     def init_fn(params: Any) -> _engine.HookState:

@@ -6,11 +6,17 @@ import contextvars
 import functools
 import inspect
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 
-from flr_nnx._errors import ArgumentError, HookError, describe, did_you_mean
+from flr_nnx._errors import (
+    ArgumentError,
+    HookError,
+    TransientReadError,
+    describe,
+    did_you_mean,
+)
 
 Key = tuple[str | int, ...]
 """A parameter's key: its path in the parameter tree, e.g. ``('layers', 0, 'kernel')``."""
@@ -64,6 +70,18 @@ class Optimizer:
         Array([-0.1, -0.1, -0.1], dtype=float32)
     """
 
+    transient: ClassVar[tuple[str, ...]] = ()
+    """Attributes the hooks recompute at every step before reading them.
+
+    Per-step values that ``call_model`` computes for ``call_param`` (bias
+    corrections, the learning rate of this step) are not state: naming them
+    here keeps them out of the state pytree, checkpoints and the compiled
+    step's outputs. A transient attribute does not exist when a step starts;
+    reading it before a hook assigns it in that step is a
+    :class:`~flr_nnx.TransientReadError` (an ``AttributeError``) that says
+    so, and setting it in ``__init__`` is a :class:`~flr_nnx.StateError`.
+    """
+
     def __init__(self) -> None:
         """An optimizer that does not define ``__init__`` takes no arguments."""
 
@@ -80,6 +98,17 @@ class Optimizer:
         if callback is not None:
             value = callback(self, name, value)
         object.__setattr__(self, name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for attributes that do not exist.
+        if name in type(self).transient:
+            raise TransientReadError(
+                f"{type(self).__name__}.{name} was read before a hook assigned it in this step. "
+                f"It is listed in {type(self).__name__}.transient, so it is not kept between "
+                f"steps. Fix: assign `self.{name}` in call_model before call_param reads it, "
+                f"or remove {name!r} from `transient` to keep it as optimizer state."
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def call_model(
         self, grads: dict[Key, jax.Array], params: Mapping[Key, jax.Array], loss: Any

@@ -355,6 +355,54 @@ def state_dict_keys_mix_types():
 
 @error_case(
     "state",
+    "a hook reads a ``transient`` attribute before assigning it in this step",
+    flr.TransientReadError,
+    r"Warmup\.lr_t was read before a hook assigned it in this step\. It is listed in "
+    r"Warmup\.transient, so it is not kept between steps\. Fix: assign `self\.lr_t`",
+    also=(AttributeError,),
+)
+def transient_read_before_assigned():
+    class Warmup(flr.optim.Optimizer):
+        transient = ("lr_t",)
+
+        def __init__(self):
+            self.count = jnp.zeros((), jnp.int32)
+
+        def call_model(self, grads, **_):
+            self.count = self.count + 1
+            if hasattr(self, "lr_t"):  # never true: transient values start fresh each step
+                self.lr_t = jnp.minimum(self.lr_t * 2, 0.1)
+            return grads
+
+        def call_param(self, grad, **_):
+            return self.lr_t * grad
+
+    flr.as_optax(Warmup()).init({"w": jnp.ones(3)})
+
+
+@error_case(
+    "state",
+    "an attribute listed in ``transient`` is set in ``__init__``",
+    flr.StateError,
+    r"opt\.count is listed in Counter\.transient but already has a value before the first "
+    r"step\..*Fix: compute it in a hook at every step, or remove it from `transient`",
+)
+def transient_set_in_init():
+    class Counter(flr.optim.Optimizer):
+        transient = ("count",)  # a mistake: the count must persist between steps
+
+        def __init__(self):
+            self.count = jnp.zeros((), jnp.int32)
+
+        def call_model(self, grads, **_):
+            self.count = self.count + 1
+            return grads
+
+    flr.as_optax(Counter()).init({"w": jnp.ones(3)})
+
+
+@error_case(
+    "state",
     "a hook changes the dtype of state on the first step",
     flr.StateError,
     r"opt\.count starts as array of shape \(\) and dtype int32 but the first step turns it "

@@ -408,7 +408,9 @@ def test_nnx_state_split_merge_and_slot_metadata():
     state = nnx.state(optimizer, flr.OptimizerSlot)
     assert isinstance(optimizer.opt_state["mu"]["layers"][0]["kernel"], flr.OptimizerSlot)
     assert isinstance(optimizer.opt_state["mu"]["layers"][0]["kernel"], nnx.OptState)
-    assert len(jax.tree.leaves(state)) == 2 * 4 + 3  # mu, nu per param; count, bc1, bc2
+    assert (
+        len(jax.tree.leaves(state)) == 2 * 4 + 1
+    )  # mu, nu per param; count (bc1, bc2 are transient)
     graphdef, full_state = nnx.split(optimizer)
     clone = nnx.merge(graphdef, full_state)
     clone.update(model, nnx.grad(loss_fn_small)(model))
@@ -542,3 +544,57 @@ def test_dict_filled_through_an_alias_is_a_clear_error_at_init():
 
     with pytest.raises(flr.StateError, match=r"`\.m`.*another name"):
         flr.as_optax(Aliased()).init({"w": jnp.ones(2)})
+
+
+# -- transient attributes ---------------------------------------------------------
+
+
+def test_transient_attributes_stay_out_of_the_state_and_change_nothing_else():
+    class Scaled(flr.optim.Optimizer):
+        def __init__(self):
+            self.count = jnp.zeros((), jnp.int32)
+            self.m = {}
+
+        def call_model(self, grads, **_):
+            self.count = self.count + 1
+            self.lr_t = 0.1 / self.count.astype(jnp.float32)
+            return grads
+
+        def call_param(self, key, grad, **_):
+            if key not in self.m:
+                self.m[key] = jnp.zeros_like(grad)
+            self.m[key] = 0.9 * self.m[key] + grad
+            return self.lr_t * self.m[key]
+
+    class ScaledTransient(Scaled):
+        transient = ("lr_t",)
+
+    params = {"a": jnp.ones((2, 3)), "b": jnp.linspace(-1.0, 1.0, 4)}
+    kept, dropped = flr.as_optax(Scaled()), flr.as_optax(ScaledTransient())
+    state_kept, state_dropped = kept.init(params), dropped.init(params)
+    assert "lr_t" in state_kept.tree and "lr_t" not in state_dropped.tree
+    assert sorted(state_dropped.tree) == ["count", "m"]
+    p1 = p2 = params
+    for i in range(3):
+        grads = jax.tree.map(lambda p, i=i: jnp.cos(p * (i + 1)), p1)
+        u1, state_kept = jax.jit(kept.update)(grads, state_kept, p1)
+        u2, state_dropped = jax.jit(dropped.update)(grads, state_dropped, p2)
+        for k in params:
+            np.testing.assert_array_equal(u1[k], u2[k])
+        p1, p2 = optax.apply_updates(p1, u1), optax.apply_updates(p2, u2)
+
+
+def test_builtin_state_holds_no_per_step_scalars():
+    params = {"w": jnp.ones(3)}
+    adam = flr.as_optax(flr.optim.Adam(1e-3, nesterov=True)).init(params)
+    assert sorted(adam.tree) == ["count", "mu", "nu"]  # optax.adam: count, mu, nu
+    adamw = flr.as_optax(flr.optim.AdamW(1e-3, weight_decay=0.1)).init(params)
+    assert sorted(adamw.tree) == ["count", "mu", "nu"]
+
+
+def test_transient_must_be_a_tuple_of_names():
+    class Wrong(flr.optim.Optimizer):
+        transient = "lr_t"  # a string, not a tuple of names
+
+    with pytest.raises(flr.StateError, match=r"Wrong\.transient is 'lr_t'; expected a tuple"):
+        flr.as_optax(Wrong()).init({"w": jnp.ones(3)})

@@ -73,6 +73,9 @@ class Adafactor(Optimizer):
                [-0.1, -0.1]], dtype=float32)
     """
 
+    # Recomputed by call_model at every step for call_param: not state.
+    transient = ("decay_t", "lr_t", "wd_t", "decays")
+
     def __init__(
         self,
         learning_rate: ScalarOrSchedule | None = None,

@@ -59,6 +59,9 @@ class AdamW(Optimizer):
         (Array([-0.05,  0.1 ], dtype=float32), Array([-0., -0.], dtype=float32))
     """
 
+    # Recomputed by call_model at every step for call_param: not state.
+    transient = ("lr_t", "wd_t", "bc1", "bc2", "bc1_next", "decayed")
+
     def __init__(
         self,
         learning_rate: ScalarOrSchedule,

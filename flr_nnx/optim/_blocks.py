@@ -41,6 +41,9 @@ class ClipByGlobalNorm(Optimizer):
         Array([-0.6, -0.8], dtype=float32)
     """
 
+    # Recomputed by call_model at every step for call_param: not state.
+    transient = ("g_norm", "trigger")
+
     def __init__(self, max_norm: float):
         check_hyper("max_norm", max_norm, optimizer=type(self).__name__)
         self.max_norm = max_norm
@@ -116,6 +119,9 @@ class ScaleByLearningRate(Optimizer):
         Array([-0.06      , -0.08000001], dtype=float32)
     """
 
+    # Recomputed by call_model at every step for call_param: not state.
+    transient = ("lr_t",)
+
     def __init__(self, learning_rate: ScalarOrSchedule | None = None, *, flip_sign: bool = True):
         if learning_rate is not None:
             check_hyper("learning_rate", learning_rate, optimizer=type(self).__name__)
@@ -165,6 +171,9 @@ class AddDecayedWeights(Optimizer):
         >>> updates["w"]
         Array([-0.1,  0.2], dtype=float32)
     """
+
+    # Recomputed by call_model at every step for call_param: not state.
+    transient = ("wd_t", "decays")
 
     def __init__(self, weight_decay: ScalarOrSchedule = 0.0, mask: MaskLike = None):
         check_hyper("weight_decay", weight_decay, optimizer=type(self).__name__)

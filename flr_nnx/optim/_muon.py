@@ -174,6 +174,19 @@ class Muon(Optimizer):
                [-0.        , -0.1114...]], dtype=float32)
     """
 
+    # Recomputed by call_model at every step for call_param: not state.
+    transient = (
+        "lr_t",
+        "adam_lr_t",
+        "wd_t",
+        "adam_wd_t",
+        "dims",
+        "decays",
+        "adam_bc1",
+        "adam_bc1_next",
+        "adam_bc2",
+    )
+
     def __init__(
         self,
         learning_rate: ScalarOrSchedule,

@@ -45,6 +45,9 @@ class PolyakSGD(Optimizer):
         Array([-0.5,  1. ], dtype=float32)
     """
 
+    # Recomputed by call_model at every step for call_param: not state.
+    transient = ("step_size",)
+
     def __init__(
         self,
         max_learning_rate: float = 1.0,

@@ -43,6 +43,9 @@ class SGD(Optimizer):
         Array([-0.095,  0.095], dtype=float32)
     """
 
+    # Recomputed by call_model at every step for call_param: not state.
+    transient = ("lr_t",)
+
     # call_param treats every element alike and call_model only computes per-step
     # scalars: Packed may run it on packed buffers, and init discovers its
     # state on one parameter per shape and dtype.
@@ -107,6 +110,9 @@ class SignSGD(Optimizer):
         >>> updates["w"]
         Array([-0.1,  0.1, -0. ], dtype=float32)
     """
+
+    # Recomputed by call_model at every step for call_param: not state.
+    transient = ("lr_t",)
 
     # call_param treats every element alike and call_model only computes per-step
     # scalars: Packed may run it on packed buffers, and init discovers its
