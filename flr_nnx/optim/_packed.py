@@ -44,8 +44,8 @@ class Packed(Optimizer):
     compile: each slice is a kernel with its own constant offset, compiled
     separately, whereas the per-leaf path's identical kernels are compiled
     once. Measured on 1000 float32 parameters of 4096 on 2 CPU cores
-    (docs/performance.rst): steps 1.2-1.3x faster than ``optax.adam`` and the
-    per-leaf path, trace + compile about 3.5x slower. The step cannot get much
+    (docs/performance.rst): steps 1.2-1.4x faster than ``optax.adam`` and the
+    per-leaf path, trace + compile 2.4-3.5x slower. The step cannot get much
     faster while the parameters stay separate arrays: a bare ``p + g`` over
     the same 1000 donated leaves already takes about half of ``optax.adam``'s
     step. Opt in where step time on many small parameters matters more than
