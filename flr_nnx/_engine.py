@@ -248,6 +248,8 @@ class _Recorder:
                 )
 
     def on_new_attribute(self, obj: Any, name: str, value: Any) -> Any:
+        if name in type(obj).transient:  # not state: nothing to record
+            return value
         return self.record(obj, (ATTR, name), value)
 
     def first_values(self, containers: Mapping[int, Path]) -> dict[Path, Any]:
@@ -622,8 +624,12 @@ def _discovery(opt: Optimizer, keys: tuple[Key, ...], found: dict[str, Any]) -> 
 
 
 def is_elementwise(opt: Any) -> bool:
-    """Whether ``opt``'s class declares ``elementwise = True`` (never inferred)."""
-    return getattr(type(opt), "elementwise", False) is True
+    """Whether ``opt``'s own class declares ``elementwise = True``.
+
+    Never inferred, and not inherited: a subclass may change ``call_param`` in a
+    way that breaks the promise, so it must make the promise itself.
+    """
+    return vars(type(opt)).get("elementwise", False) is True
 
 
 def init(
@@ -779,6 +785,14 @@ def _init_grouped(
     reps = tuple(members)
     traced = jax.jit(_discovery(opt, reps, found)).trace([params[k] for k in reps])
     if any(_input_dependent(traced.jaxpr)):
+        return None
+    # State a hook creates outside a parameter's entry (a count of all elements, a
+    # dict keyed by strings) may depend on the whole set of parameters, which the
+    # representatives do not show.
+    rep_set = set(reps)
+    created = [p for p in found["paths"] if p not in existing.arrays]
+    created += [p for p, _ in (*found["statics"], *found["containers"])]
+    if any(not any(k == ITEM and _is_key(n, rep_set) for k, n in p) for p in created):
         return None
     index = {k: i for i, k in enumerate(keys)}
     try:

@@ -125,7 +125,8 @@ def _lookup(tree: Any, parts: tuple[Any, ...]) -> Any:
 def _holder(state: Any, name: HyperName) -> tuple[HookState, tuple[Any, ...]]:
     parts = _parts(name)
     states = _hook_states(state)
-    found = [s for s in states if _is_array(_lookup(s.tree, parts))]
+    private = any(isinstance(part, str) and part.startswith("_") for part in parts)
+    found = [] if private else [s for s in states if _is_array(_lookup(s.tree, parts))]
     text = ".".join(map(str, parts))
     if not states:
         raise HyperparameterError(
@@ -152,6 +153,8 @@ def _holder(state: Any, name: HyperName) -> tuple[HookState, tuple[Any, ...]]:
 def _scalar_names(tree: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     out = []
     for key, value in tree.items():
+        if isinstance(key, str) and key.startswith("_"):  # private state, not a hyperparameter
+            continue
         if isinstance(value, dict):
             if not isinstance(key, tuple):
                 out += _scalar_names(value, (*prefix, key))

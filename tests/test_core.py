@@ -598,3 +598,30 @@ def test_transient_must_be_a_tuple_of_names():
 
     with pytest.raises(flr.StateError, match=r"Wrong\.transient is 'lr_t'; expected a tuple"):
         flr.as_optax(Wrong()).init({"w": jnp.ones(3)})
+
+
+def test_transient_dict_filled_through_a_local_name_works():
+    class PerKeyRates(flr.optim.Optimizer):
+        transient = ("rates",)
+
+        def call_model(self, grads, **_):
+            self.rates = rates = {}
+            for key in grads:
+                rates[key] = 0.1
+            return grads
+
+        def call_param(self, key, grad, **_):
+            return self.rates[key] * grad
+
+    tx = flr.as_optax(PerKeyRates())
+    params = {"a": jnp.ones(2), "b": jnp.ones(3)}
+    updates, _ = tx.update(params, tx.init(params), params)
+    np.testing.assert_allclose(updates["b"], -0.1 * np.ones(3))
+
+
+def test_private_state_is_not_offered_as_a_hyperparameter():
+    tx = flr.as_optax(flr.optim.Packed(flr.optim.Adam(0.1)))
+    state = tx.init({"w": jnp.ones(3)})
+    assert "_per_step_scalars" in state.tree
+    with pytest.raises(flr.HyperparameterError, match=r"scalar entries are \['inner\.count'\]"):
+        flr.set_hyper(state, "_per_step_scalars.bc1", 1.0)

@@ -251,3 +251,71 @@ def test_zoo_packed_is_bit_identical_to_per_leaf(entry):
     for a, b in zip(jax.tree.leaves(packed), jax.tree.leaves(per_leaf), strict=True):
         assert a.dtype == b.dtype
         np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+
+
+def test_state_created_outside_a_parameter_entry_falls_back_to_full_discovery():
+    class NormalizedSGD(flr.optim.Optimizer):
+        """Elementwise: call_model only needs the total size, however it is split."""
+
+        elementwise = True
+        transient = ("rms",)
+
+        def __init__(self, lr):
+            self.lr = lr
+
+        def call_model(self, grads, **_):
+            if not hasattr(self, "numel"):  # created at init from all the parameters
+                self.numel = jnp.asarray(sum(g.size for g in grads.values()), jnp.float32)
+            total = sum(jnp.sum(g * g) for g in grads.values())
+            self.rms = jnp.sqrt(total / self.numel)
+            return grads
+
+        def call_param(self, grad, **_):
+            return self.lr * grad / self.rms
+
+    params = {f"w{i}": jnp.ones(4) for i in range(8)}
+    state = _engine.init(NormalizedSGD(0.1), params)
+    assert float(state.tree["numel"]) == 32.0  # not 4, the representative's size
+
+
+def test_state_keyed_by_a_string_form_of_the_key_falls_back_to_full_discovery():
+    class StringKeyed(flr.optim.Optimizer):
+        elementwise = True
+
+        def __init__(self):
+            self.trace = {}
+
+        def call_param(self, key, grad, **_):
+            name = "/".join(map(str, key))
+            if name not in self.trace:
+                self.trace[name] = jnp.zeros_like(grad)
+            self.trace[name] = 0.9 * self.trace[name] + grad
+            return 0.1 * self.trace[name]
+
+    params = {f"w{i}": jnp.ones(3) for i in range(4)}
+    tx = flr.as_optax(StringKeyed())
+    state = tx.init(params)
+    assert sorted(state.tree["trace"]) == ["w0", "w1", "w2", "w3"]
+    tx.update(params, state, params)
+
+
+def test_a_subclass_does_not_inherit_the_elementwise_promise():
+    class KeyDependent(flr.optim.Adam):
+        """Breaks the promise: the bias gets a different first value than the kernel."""
+
+        def __init__(self, lr):
+            super().__init__(lr)
+            self.mult = {}
+
+        def call_param(self, key, grad, **kw):
+            if key not in self.mult:
+                self.mult[key] = jnp.asarray(0.0 if key[-1] == "bias" else 1.0)
+            return self.mult[key] * super().call_param(key=key, grad=grad, **kw)
+
+    assert not _engine.is_elementwise(KeyDependent(0.1))
+    assert _engine.is_elementwise(flr.optim.NAdam(0.1))  # declares it again
+    params = {("l1", "kernel"): jnp.ones(3), ("l1", "bias"): jnp.ones(3)}
+    state = _engine.init(KeyDependent(0.1), params)
+    assert float(at(state.tree["mult"], ("l1", "kernel"))) == 1.0
+    with pytest.raises(flr.HyperparameterError, match="not inherited"):
+        flr.optim.Packed(KeyDependent(0.1))

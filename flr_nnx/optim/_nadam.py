@@ -44,6 +44,9 @@ class NAdam(Adam):
         Array([-0.14736743,  0.14736743], dtype=float32)
     """
 
+    # Adam's promise, made again: it is not inherited by subclasses.
+    elementwise = True
+
     def __init__(
         self,
         learning_rate: ScalarOrSchedule,

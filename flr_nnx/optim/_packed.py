@@ -8,6 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from flr_nnx._engine import is_elementwise
 from flr_nnx._errors import HookError, HyperparameterError, describe
 from flr_nnx._optimizer import Key, Optimizer
 
@@ -88,13 +89,14 @@ class Packed(Optimizer):
                 f"Packed(opt): expected a flr_nnx hook optimizer, got {describe(opt)}. "
                 "Fix: pass e.g. flr.optim.Adam(1e-3)."
             )
-        if getattr(type(opt), "elementwise", False) is not True:
+        if not is_elementwise(opt):
             raise HyperparameterError(
                 f"Packed({type(opt).__name__}): the class {type(opt).__qualname__} does not "
                 "declare `elementwise = True`, so packing its parameters into one buffer could "
                 "change its results. Fix: use it without Packed, or, if its call_param treats "
                 "every element independently and its call_model does not depend on how "
-                "parameters are split into leaves, set `elementwise = True` on the class."
+                "parameters are split into leaves, set `elementwise = True` on the class "
+                "(a subclass must declare it itself: the promise is not inherited)."
             )
         self.inner = opt
 
@@ -118,7 +120,7 @@ class Packed(Optimizer):
         # vector loop, where its vectorised `pow` rounds differently (1 ulp) from the
         # once-per-step scalar of the per-leaf program. As an output it is computed
         # once, and Packed stays bit-identical to the per-leaf path.
-        self.per_step_scalars = {
+        self._per_step_scalars = {
             name: value
             for name in type(self.inner).transient
             if isinstance(value := vars(self.inner).get(name), jax.Array)
