@@ -132,6 +132,8 @@ def test_grouped_init_traces_one_parameter_per_shape_and_dtype():
     calls = []
 
     class Counting(TorchStyleAdam):
+        elementwise = True  # a subclass makes the promise itself
+
         def call_param(self, key, grad, **kw):
             calls.append(key)
             return super().call_param(key, grad, **kw)

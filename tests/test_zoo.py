@@ -258,6 +258,36 @@ def test_compiles_once_keeps_state_signature_ignores_unknown_args(entry):
 
 
 @pytest.mark.parametrize("entry", ZOO, ids=lambda e: e.name)
+def test_compiled_step_is_no_bigger_than_the_twins(entry):
+    """The compiled step (update + apply, donated) has no more kernels and moves no more
+    bytes than the optax twin's: per-step values are transient, counts exist only where
+    a schedule needs them. A structural check, free of timing noise."""
+    from test_benchmarks import load_benchmarks
+
+    kernel_count = load_benchmarks().kernel_count
+    params = {f"p{i}": jnp.full((16, 8), i + 1.0) for i in range(4)}
+    params["b"] = jnp.ones((8,))
+    grads = jax.tree.map(lambda p: 0.01 * p, params)
+
+    def size(tx):
+        extra = {"value": jnp.float32(1.0)} if entry.needs_loss else {}
+
+        def step(p, s, g):
+            updates, s = tx.update(g, s, p, **extra)
+            return optax.apply_updates(p, updates), s
+
+        compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, tx.init(params), grads)
+        compiled = compiled.compile()
+        return kernel_count(compiled.as_text()), compiled.cost_analysis()["bytes accessed"]
+
+    (flr_kernels, flr_bytes), (kernels, nbytes) = (
+        size(flr.as_optax(entry.make())),
+        size(entry.twin()),
+    )
+    assert flr_kernels <= kernels and flr_bytes <= nbytes
+
+
+@pytest.mark.parametrize("entry", ZOO, ids=lambda e: e.name)
 def test_multisteps_of_as_optax_matches_multisteps_of_twin(entry):
     outputs, _ = batch_of(entry)
     hook, ref = outputs["multisteps"]

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from flr_nnx._optimizer import Optimizer
-from flr_nnx.optim._common import ScalarOrSchedule, check_hyper, scale, value_at
+from flr_nnx.optim._common import (
+    ScalarOrSchedule,
+    advance,
+    check_hyper,
+    needs_count,
+    scale,
+)
 
 
 class Adagrad(Optimizer):
@@ -57,12 +62,12 @@ class Adagrad(Optimizer):
         check_hyper("eps", eps, optimizer=name)
         self.learning_rate = learning_rate
         self.initial_accumulator_value, self.eps = initial_accumulator_value, eps
-        self.count = jnp.zeros([], jnp.int32)
+        if needs_count(learning_rate):
+            self.count = jnp.zeros([], jnp.int32)
         self.sum_of_squares: dict = {}
 
     def call_model(self, grads, **_):
-        self.lr_t = value_at(self.learning_rate, self.count)
-        self.count = optax.safe_increment(self.count)
+        self.lr_t = advance(self, self.learning_rate)
         return grads
 
     def call_param(self, key, grad, **_):

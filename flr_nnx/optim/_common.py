@@ -8,6 +8,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from flr_nnx._errors import HyperparameterError
 
@@ -17,6 +18,25 @@ ScalarOrSchedule = float | jax.Array | Callable[[jax.Array], Any]
 def value_at(value: ScalarOrSchedule, count: jax.Array) -> Any:
     """A hyperparameter's value at step ``count``: schedules are called with it."""
     return value(count) if callable(value) else value
+
+
+def needs_count(*values: Any) -> bool:
+    """Whether any of these hyperparameters is a schedule, which reads a step count.
+
+    optax keeps a step count only where a schedule needs one, so the built-ins
+    that have no bias correction do the same: their state and compiled step
+    then match their twins'.
+    """
+    return any(callable(value) for value in values)
+
+
+def advance(opt: Any, value: ScalarOrSchedule) -> Any:
+    """``value`` at this step: a schedule reads ``opt.count`` and advances it."""
+    if not callable(value):
+        return value
+    current = value(opt.count)
+    opt.count = optax.safe_increment(opt.count)
+    return current
 
 
 def scale(step_size: Any, update: jax.Array) -> jax.Array:

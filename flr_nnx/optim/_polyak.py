@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import jax.numpy as jnp
-import optax
 
 from flr_nnx._errors import HyperparameterError
 from flr_nnx._optimizer import Optimizer
-from flr_nnx.optim._common import ScalarOrSchedule, check_hyper, scale, value_at
+from flr_nnx.optim._common import (
+    ScalarOrSchedule,
+    advance,
+    check_hyper,
+    needs_count,
+    scale,
+)
 
 
 class PolyakSGD(Optimizer):
@@ -67,11 +72,11 @@ class PolyakSGD(Optimizer):
             )
         self.max_learning_rate, self.scaling = max_learning_rate, scaling
         self.f_min, self.eps, self.variant = f_min, eps, variant
-        self.count = jnp.zeros([], jnp.int32)
+        if needs_count(scaling):
+            self.count = jnp.zeros([], jnp.int32)
 
     def call_model(self, grads, loss, **_):
-        scaling = value_at(self.scaling, self.count)
-        self.count = optax.safe_increment(self.count)
+        scaling = advance(self, self.scaling)
         grads = {key: scale(scaling, grad) for key, grad in grads.items()}
         # The squared norm is summed per leaf, then across leaves from 0 in key
         # order, as optax.tree.norm does, so the step size is bit-identical.

@@ -7,7 +7,14 @@ import jax.numpy as jnp
 import optax
 
 from flr_nnx._optimizer import Optimizer
-from flr_nnx.optim._common import ScalarOrSchedule, check_hyper, scale, value_at
+from flr_nnx.optim._common import (
+    ScalarOrSchedule,
+    advance,
+    check_hyper,
+    needs_count,
+    scale,
+    value_at,
+)
 
 
 class RMSProp(Optimizer):
@@ -83,16 +90,19 @@ class RMSProp(Optimizer):
         self.eps_in_sqrt, self.centered = eps_in_sqrt, centered
         self.momentum, self.nesterov = momentum, nesterov
         self.bias_correction = bias_correction
-        self.count = jnp.zeros([], jnp.int32)
+        if bias_correction or needs_count(learning_rate):
+            self.count = jnp.zeros([], jnp.int32)
         self.nu: dict = {}
         self.mu: dict = {}
         self.trace: dict = {}
 
     def call_model(self, grads, **_):
+        if not self.bias_correction:
+            self.lr_t = advance(self, self.learning_rate)
+            return grads
         self.lr_t = value_at(self.learning_rate, self.count)
         self.count = optax.safe_increment(self.count)
-        if self.bias_correction:
-            self.bc = 1 - self.decay**self.count
+        self.bc = 1 - self.decay**self.count
         return grads
 
     def call_param(self, key, grad, **_):

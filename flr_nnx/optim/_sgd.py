@@ -6,10 +6,15 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from flr_nnx._optimizer import Optimizer
-from flr_nnx.optim._common import ScalarOrSchedule, check_hyper, scale, value_at
+from flr_nnx.optim._common import (
+    ScalarOrSchedule,
+    advance,
+    check_hyper,
+    needs_count,
+    scale,
+)
 
 
 class SGD(Optimizer):
@@ -68,12 +73,12 @@ class SGD(Optimizer):
         self.accumulator_dtype = (
             None if accumulator_dtype is None else jax.dtypes.canonicalize_dtype(accumulator_dtype)
         )
-        self.count = jnp.zeros([], jnp.int32)
+        if needs_count(learning_rate):
+            self.count = jnp.zeros([], jnp.int32)
         self.trace: dict = {}
 
     def call_model(self, grads, **_):
-        self.lr_t = value_at(self.learning_rate, self.count)
-        self.count = optax.safe_increment(self.count)
+        self.lr_t = advance(self, self.learning_rate)
         return grads
 
     def call_param(self, key, grad, **_):
@@ -122,11 +127,11 @@ class SignSGD(Optimizer):
     def __init__(self, learning_rate: ScalarOrSchedule):
         check_hyper("learning_rate", learning_rate, optimizer=type(self).__name__)
         self.learning_rate = learning_rate
-        self.count = jnp.zeros([], jnp.int32)
+        if needs_count(learning_rate):
+            self.count = jnp.zeros([], jnp.int32)
 
     def call_model(self, grads, **_):
-        self.lr_t = value_at(self.learning_rate, self.count)
-        self.count = optax.safe_increment(self.count)
+        self.lr_t = advance(self, self.learning_rate)
         return grads
 
     def call_param(self, key, grad, **_):
