@@ -764,8 +764,8 @@ def _init_grouped(
     shapes. The state found for a representative is repeated for every
     parameter of its group, with fresh buffers (the state is donated). It falls
     back (None) when the initial values depend on the parameters' values, when
-    the optimizer already holds per-parameter state, or when grouping saves
-    little.
+    hooks create state outside a parameter's entry, when the optimizer already
+    holds per-parameter state, or when grouping saves little.
     """
     keys = tuple(params)
     groups: dict[Any, list[Key]] = {}
