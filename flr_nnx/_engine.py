@@ -664,7 +664,7 @@ def init(
     check_transient(opt)
     if shardings is None:
         shardings = _spread_shardings(params)
-    grouped = None if shardings or not is_elementwise(opt) else _init_grouped(opt, params)
+    grouped = _init_grouped(opt, params, shardings) if is_elementwise(opt) else None
     if grouped is not None:
         paths, initial, statics, containers = grouped
     else:
@@ -755,7 +755,7 @@ class _NotUniform(Exception):
 
 
 def _init_grouped(
-    opt: Optimizer, params: Mapping[Key, Any]
+    opt: Optimizer, params: Mapping[Key, Any], shardings: Mapping[Key, Any]
 ) -> tuple[tuple[Path, ...], list[Any], tuple[Any, ...], tuple[Any, ...]] | None:
     """Discovery on one parameter per shape and dtype, or None where it cannot apply.
 
@@ -802,16 +802,51 @@ def _init_grouped(
     except _NotUniform:
         return None
     flat = jax.tree.leaves([params[k] for k in reps])
-    rep_values = jax.jit(jaxpr_as_fun(traced.jaxpr))(*flat)
-    # The representative keeps its own buffer; the others get copies, never
-    # aliases, because the state is donated at every step.
-    initial = [rep_values[i] if own else jnp.copy(rep_values[i]) for _, i, own in paths]
+    if shardings:
+        initial = _spread(traced.jaxpr, flat, paths, params, shardings)
+    else:
+        rep_values = jax.jit(jaxpr_as_fun(traced.jaxpr))(*flat)
+        # The representative keeps its own buffer; the others get copies, never
+        # aliases, because the state is donated at every step.
+        initial = [rep_values[i] if own else jnp.copy(rep_values[i]) for _, i, own in paths]
     return (
         tuple(p[0] for p in paths),
         initial,
         tuple((p[0], found["statics"][p[1]][1]) for p in statics),
         tuple((p[0], found["containers"][p[1]][1]) for p in containers),
     )
+
+
+def _spread(
+    closed: Any,
+    flat: list[Any],
+    paths: Sequence[tuple[Path, int, bool]],
+    params: Mapping[Key, Any],
+    shardings: Mapping[Key, Any],
+) -> list[Any]:
+    """Every parameter's initial state, created directly with its parameter's sharding.
+
+    One program computes the representatives' (input-independent) values and
+    returns one output per parameter: XLA writes each shard in place, never a
+    whole array on one device, and gives repeated outputs distinct buffers.
+    """
+    keys = tuple(params)
+    index = {k: i for i, k in enumerate(keys)}
+    out_shardings = []
+    for path, i, _ in paths:
+        owner = _param_of(path, index)
+        key = keys[owner] if owner >= 0 else None
+        shape = tuple(closed.out_avals[i].shape)
+        same_shape = owner >= 0 and shape == tuple(jnp.shape(params[key]))
+        out_shardings.append(shardings.get(key) if same_shape else None)
+    order = [i for _, i, _ in paths]
+    values = jaxpr_as_fun(closed)
+
+    def spread(*leaves: Any) -> list[Any]:
+        outs = values(*leaves)
+        return [outs[i] for i in order]
+
+    return jax.jit(spread, out_shardings=out_shardings)(*flat)
 
 
 def _is_key(name: Any, keyset: set[Key]) -> bool:

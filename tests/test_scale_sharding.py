@@ -61,6 +61,42 @@ out["as_optax_init"] = same(state.tree["mu"], params)
 grads = jax.tree.map(jnp.ones_like, params)
 _, state = jax.jit(tx.update)(grads, state, params)
 out["as_optax_step"] = same(state.tree["nu"], params)
+
+# Grouped init (Adam is elementwise): many same-shaped parameters with different
+# shardings get the same state as the full discovery, each with its own sharding
+# and its own buffers.
+from flr_nnx import _engine
+shard = {
+    "fsdp": NamedSharding(mesh, P("fsdp", None)),
+    "data": NamedSharding(mesh, P("data", None)),
+    "replicated": NamedSharding(mesh, P()),
+}
+many = {}
+for i in range(12):
+    name = list(shard)[i % 3]
+    many[f"w{i:02d}_{name}"] = jax.device_put(jnp.full((8, 16), float(i)), shard[name])
+class FullAdam(flr.optim.Adam):
+    elementwise = False
+grouped = flr.as_optax(flr.optim.Adam(1e-3)).init(many)
+full = flr.as_optax(FullAdam(1e-3)).init(many)
+pointers = [
+    shard_.data.unsafe_buffer_pointer()
+    for leaf in jax.tree.leaves(grouped)
+    for shard_ in leaf.addressable_shards
+]
+out["grouped_sharded"] = {
+    "layout_equal": grouped.layout == full.layout,
+    "values_equal": all(
+        bool(np.array_equal(np.asarray(a), np.asarray(b)))
+        for a, b in zip(jax.tree.leaves(grouped), jax.tree.leaves(full), strict=True)
+    ),
+    "shardings": [
+        grouped.tree[m][k].sharding.is_equivalent_to(many[k].sharding, 2)
+        for m in ("mu", "nu")
+        for k in many
+    ],
+    "distinct_buffers": len(pointers) == len(set(pointers)),
+}
 print("RESULT " + json.dumps(out))
 """
 
@@ -89,3 +125,7 @@ def test_fsdp_data_parallel_state_follows_parameters_and_matches_one_device():
     assert out["scale_replicated"] and out["kernel_fsdp"]
     assert all(out["as_optax_init"]) and len(out["as_optax_init"]) == 7
     assert all(out["as_optax_step"])
+    grouped = out["grouped_sharded"]
+    assert grouped["layout_equal"] and grouped["values_equal"], grouped
+    assert all(grouped["shardings"]) and len(grouped["shardings"]) == 24
+    assert grouped["distinct_buffers"]
