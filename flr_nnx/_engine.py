@@ -771,7 +771,14 @@ def _init_grouped(
     groups: dict[Any, list[Key]] = {}
     for key, value in params.items():
         aval = jax.typeof(value)
-        signature = (tuple(aval.shape), aval.dtype, getattr(aval, "weak_type", False))
+        # Under an explicit-axes mesh the type carries the sharding, and state
+        # derived from a parameter inherits it: group by it too.
+        signature = (
+            tuple(aval.shape),
+            aval.dtype,
+            getattr(aval, "weak_type", False),
+            getattr(aval, "sharding", None),
+        )
         groups.setdefault(signature, []).append(key)
     if len(groups) * 2 > len(keys):
         return None

@@ -625,3 +625,16 @@ def test_private_state_is_not_offered_as_a_hyperparameter():
     assert "_per_step_scalars" in state.tree
     with pytest.raises(flr.HyperparameterError, match=r"scalar entries are \['inner\.count'\]"):
         flr.set_hyper(state, "_per_step_scalars.bc1", 1.0)
+
+
+def test_schedule_assigned_after_construction_gets_a_step_count():
+    # A float learning rate needs no step count; a schedule set later still gets one.
+    opt = flr.optim.SGD(0.1)
+    opt.learning_rate = optax.linear_schedule(0.1, 0.0, 10)
+    tx = flr.as_optax(opt)
+    params = {"w": jnp.ones(2)}
+    state = tx.init(params)
+    assert int(state.tree["count"]) == 0
+    updates, state = tx.update(params, state, params)
+    np.testing.assert_allclose(updates["w"], [-0.1, -0.1])
+    assert int(state.tree["count"]) == 1

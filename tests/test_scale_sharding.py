@@ -97,6 +97,22 @@ out["grouped_sharded"] = {
     ],
     "distinct_buffers": len(pointers) == len(set(pointers)),
 }
+
+# Under an explicit-axes mesh, a jitted init sees the shardings only in the types:
+# parameters of one shape but different shardings must not share a representative.
+from jax.sharding import AxisType
+explicit = jax.make_mesh((2, 4), ("a", "b"), axis_types=(AxisType.Explicit,) * 2)
+two = {
+    "w0": jax.device_put(jnp.ones((8, 16)), NamedSharding(explicit, P("a", None))),
+    "w1": jax.device_put(jnp.ones((8, 16)), NamedSharding(explicit, P("b", None))),
+}
+with jax.set_mesh(explicit):
+    tx = flr.as_optax(flr.optim.SGD(0.1, momentum=0.9))
+    state = jax.jit(tx.init)(two)
+    _, state = jax.jit(tx.update)(two, state, two)
+out["explicit_jit_init"] = [
+    tuple(state.tree["trace"][k].sharding.spec) == tuple(two[k].sharding.spec) for k in two
+]
 print("RESULT " + json.dumps(out))
 """
 
@@ -129,3 +145,4 @@ def test_fsdp_data_parallel_state_follows_parameters_and_matches_one_device():
     assert grouped["layout_equal"] and grouped["values_equal"], grouped
     assert all(grouped["shardings"]) and len(grouped["shardings"]) == 24
     assert grouped["distinct_buffers"]
+    assert out["explicit_jit_init"] == [True, True]

@@ -34,6 +34,8 @@ def advance(opt: Any, value: ScalarOrSchedule) -> Any:
     """``value`` at this step: a schedule reads ``opt.count`` and advances it."""
     if not callable(value):
         return value
+    if "count" not in vars(opt):  # a schedule set after construction
+        opt.count = jnp.zeros([], jnp.int32)
     current = value(opt.count)
     opt.count = optax.safe_increment(opt.count)
     return current
