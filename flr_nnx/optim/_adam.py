@@ -90,6 +90,14 @@ class Adam(Optimizer):
         return grads
 
     def call_param(self, key, grad, **_):
+        return scale(self.lr_t, self.direction(key, grad)).astype(grad.dtype)
+
+    def direction(self, key, grad):
+        r"""The bias-corrected step before the learning rate; advances ``key``'s moments.
+
+        :math:`\hat m_t / (\sqrt{\hat v_t + \bar\epsilon} + \epsilon)`, for
+        subclasses that add to it before scaling (:class:`AdamW`).
+        """
         if key not in self.mu:
             self.mu[key] = jnp.zeros_like(grad, dtype=self.mu_dtype)
             self.nu[key] = jnp.zeros_like(grad)
@@ -102,7 +110,6 @@ class Adam(Optimizer):
         else:
             mu_hat = mu / self.bc1.astype(mu.dtype)
         nu_hat = nu / self.bc2.astype(nu.dtype)
-        update = mu_hat / (jnp.sqrt(nu_hat + self.eps_root) + self.eps)
         self.mu[key] = mu.astype(self.mu[key].dtype)
         self.nu[key] = nu.astype(self.nu[key].dtype)
-        return scale(self.lr_t, update).astype(grad.dtype)
+        return mu_hat / (jnp.sqrt(nu_hat + self.eps_root) + self.eps)

@@ -5,15 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import optax
 
-from flr_nnx._optimizer import Optimizer
+from flr_nnx.optim._adam import Adam
 from flr_nnx.optim._common import ScalarOrSchedule, check_hyper, scale, value_at
 from flr_nnx.optim._mask import Mask, MaskLike
 
 
-class AdamW(Optimizer):
+class AdamW(Adam):
     r"""Adam with decoupled weight decay (Loshchilov & Hutter, 2019), the twin of ``optax.adamw``.
 
     .. math::
@@ -59,8 +57,8 @@ class AdamW(Optimizer):
         (Array([-0.05,  0.1 ], dtype=float32), Array([-0., -0.], dtype=float32))
     """
 
-    # Recomputed by call_model at every step for call_param: not state.
-    transient = ("lr_t", "wd_t", "bc1", "bc2", "bc1_next", "decayed")
+    # Adam's per-step values, and the decay of this step with the keys it applies to.
+    transient = (*Adam.transient, "wd_t", "decayed")
 
     def __init__(
         self,
@@ -75,55 +73,32 @@ class AdamW(Optimizer):
         *,
         nesterov: bool = False,
     ):
-        name = type(self).__name__
-        check_hyper("learning_rate", learning_rate, optimizer=name)
-        check_hyper("b1", b1, high=1.0, optimizer=name)
-        check_hyper("b2", b2, high=1.0, optimizer=name)
-        check_hyper("eps", eps, optimizer=name)
-        check_hyper("eps_root", eps_root, optimizer=name)
-        check_hyper("weight_decay", weight_decay, optimizer=name)
-        self.learning_rate = learning_rate
-        self.b1, self.b2, self.eps, self.eps_root = b1, b2, eps, eps_root
-        self.mu_dtype = None if mu_dtype is None else jax.dtypes.canonicalize_dtype(mu_dtype)
+        super().__init__(
+            learning_rate,
+            b1,
+            b2,
+            eps,
+            eps_root,
+            mu_dtype=None if mu_dtype is None else jax.dtypes.canonicalize_dtype(mu_dtype),
+            nesterov=nesterov,
+        )
+        check_hyper("weight_decay", weight_decay, optimizer=type(self).__name__)
         self.weight_decay = weight_decay
         self.mask = Mask(mask)
-        self.nesterov = nesterov
-        self.count = jnp.zeros([], jnp.int32)
-        self.mu: dict = {}
-        self.nu: dict = {}
 
     def call_model(self, grads, **_):
-        # Per-step scalars once per step, as optax computes them per tree.
-        self.lr_t = value_at(self.learning_rate, self.count)
+        # The decay of this step reads the count before Adam advances it, as optax does.
         self.wd_t = value_at(self.weight_decay, self.count)
-        self.count = optax.safe_increment(self.count)
-        self.bc1 = 1 - self.b1**self.count
-        self.bc2 = 1 - self.b2**self.count
-        if self.nesterov:
-            self.bc1_next = 1 - self.b1 ** optax.safe_increment(self.count)
+        grads = super().call_model(grads=grads)
         # optax skips a constant zero decay altogether; so do we.
         no_decay = isinstance(self.weight_decay, (int, float)) and self.weight_decay == 0.0
         self.decayed = frozenset() if no_decay else self.mask.select(grads)
         return grads
 
     def call_param(self, key, grad, param):
-        if key not in self.mu:
-            self.mu[key] = jnp.zeros_like(grad, dtype=self.mu_dtype)
-            self.nu[key] = jnp.zeros_like(grad)
-        mu = (1 - self.b1) * grad + self.b1 * self.mu[key]
-        nu = (1 - self.b2) * grad**2 + self.b2 * self.nu[key]
-        if self.nesterov:
-            mu_hat = self.b1 * (mu / self.bc1_next.astype(mu.dtype)) + (1 - self.b1) * (
-                grad / self.bc1.astype(grad.dtype)
-            )
-        else:
-            mu_hat = mu / self.bc1.astype(mu.dtype)
-        nu_hat = nu / self.bc2.astype(nu.dtype)
-        update = mu_hat / (jnp.sqrt(nu_hat + self.eps_root) + self.eps)
+        update = self.direction(key, grad)
         if key in self.decayed:
             update = update + self.wd_t * param
-        self.mu[key] = mu.astype(self.mu[key].dtype)
-        self.nu[key] = nu.astype(self.nu[key].dtype)
         return scale(self.lr_t, update).astype(grad.dtype)
 
 
