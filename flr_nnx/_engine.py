@@ -676,13 +676,8 @@ def init(
             # layout, then create every state array keyed by a parameter (and of
             # its shape) directly with that parameter's sharding.
             shapes = jax.eval_shape(discover, values)
-            where = {k: i for i, k in enumerate(keys)}
-            out_shardings = []
-            for path, shape in zip(found["paths"], shapes, strict=True):
-                owner = _param_of(path, where)
-                key = keys[owner] if owner >= 0 else None
-                same_shape = owner >= 0 and tuple(shape.shape) == tuple(jnp.shape(params[key]))
-                out_shardings.append(shardings.get(key) if same_shape else None)
+            shaped = [(p, a.shape) for p, a in zip(found["paths"], shapes, strict=True)]
+            out_shardings = _state_shardings(shaped, params, shardings)
             initial = jax.jit(discover, out_shardings=out_shardings)(values)
         else:
             initial = jax.jit(discover)(values)
@@ -824,6 +819,26 @@ def _init_grouped(
     )
 
 
+def _state_shardings(
+    shaped: Sequence[tuple[Path, Sequence[int]]],
+    params: Mapping[Key, Any],
+    shardings: Mapping[Key, Any],
+) -> list[Any]:
+    """The sharding of each state array, given its path and shape.
+
+    State keyed by a parameter and of its shape gets that parameter's sharding;
+    other state (step counts, factored moments) is left to XLA (None).
+    """
+    keys = tuple(params)
+    index = {k: i for i, k in enumerate(keys)}
+    out = []
+    for path, shape in shaped:
+        owner = _param_of(path, index)
+        same_shape = owner >= 0 and tuple(shape) == tuple(jnp.shape(params[keys[owner]]))
+        out.append(shardings.get(keys[owner]) if same_shape else None)
+    return out
+
+
 def _spread(
     closed: Any,
     flat: list[Any],
@@ -837,15 +852,8 @@ def _spread(
     returns one output per parameter: XLA writes each shard in place, never a
     whole array on one device, and gives repeated outputs distinct buffers.
     """
-    keys = tuple(params)
-    index = {k: i for i, k in enumerate(keys)}
-    out_shardings = []
-    for path, i, _ in paths:
-        owner = _param_of(path, index)
-        key = keys[owner] if owner >= 0 else None
-        shape = tuple(closed.out_avals[i].shape)
-        same_shape = owner >= 0 and shape == tuple(jnp.shape(params[key]))
-        out_shardings.append(shardings.get(key) if same_shape else None)
+    shaped = [(path, closed.out_avals[i].shape) for path, i, _ in paths]
+    out_shardings = _state_shardings(shaped, params, shardings)
     order = [i for _, i, _ in paths]
     values = jaxpr_as_fun(closed)
 
