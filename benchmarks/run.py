@@ -346,11 +346,13 @@ def nnx_runners(dims: dict[str, int]) -> tuple[dict[str, Callable[[int], None]],
     n_leaves = len(jax.tree.leaves(nnx.state(probe, nnx.Param)))
     grads = fake_grads(probe)
 
-    def graph_mode(name: str, make_opt: Callable[[nnx.Module], Any]) -> None:
+    def nnx_jit(name: str, make_opt: Callable[[nnx.Module], Any], graph: bool | None) -> None:
         model = make_model(dims)
         opt = make_opt(model)
 
-        @nnx.jit(donate_argnames=("model", "optimizer"))
+        # Tree mode (graph=False) writes the new Variable values back to the arguments;
+        # graph=None is nnx.jit's default, graph mode.
+        @nnx.jit(donate_argnames=("model", "optimizer"), graph=graph)
         def step(model, optimizer, grads):
             optimizer.update(model, grads)
 
@@ -361,38 +363,25 @@ def nnx_runners(dims: dict[str, int]) -> tuple[dict[str, Callable[[int], None]],
 
         runners[name] = run
 
-    graph_mode(
+    nnx_jit(
         "nnx.Optimizer(optax.adam), nnx.jit",
         lambda m: nnx.Optimizer(m, optax.adam(LR), wrt=nnx.Param),
+        graph=None,
     )
-    graph_mode(
+    nnx_jit(
         "flr NNXOptimizer(Adam), nnx.jit",
         lambda m: flr.NNXOptimizer(m, flr.optim.Adam(LR), wrt=nnx.Param),
+        graph=None,
     )
-
-    def tree_mode(name: str, make_opt: Callable[[nnx.Module], Any]) -> None:
-        model = make_model(dims)
-        opt = make_opt(model)
-
-        # Tree mode writes the new Variable values back to the arguments.
-        @nnx.jit(donate_argnames=("model", "optimizer"), graph=False)
-        def step(model, optimizer, grads):
-            optimizer.update(model, grads)
-
-        def run(k: int) -> None:
-            for _ in range(k):
-                step(model, opt, grads)
-            jax.block_until_ready(nnx.state(opt))
-
-        runners[name] = run
-
-    tree_mode(
+    nnx_jit(
         "nnx.Optimizer(optax.adam), tree mode",
         lambda m: nnx.Optimizer(m, optax.adam(LR), wrt=nnx.Param, graph=False),
+        graph=False,
     )
-    tree_mode(
+    nnx_jit(
         "flr NNXOptimizer(Adam), tree mode",
         lambda m: flr.NNXOptimizer(m, flr.optim.Adam(LR), wrt=nnx.Param, graph=False),
+        graph=False,
     )
 
     def split_merge(name: str, make_opt: Callable[[nnx.Module], Any]) -> None:
