@@ -27,6 +27,7 @@ import copy
 import dataclasses
 import functools
 import types
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -61,6 +62,24 @@ _ABSENT = _Absent()
 def is_array(value: Any) -> bool:
     """Whether ``value`` is optimizer state (a JAX or NumPy array)."""
     return isinstance(value, (jax.Array, np.ndarray))
+
+
+# Arrays made live on purpose with `flr_nnx.hyper`: state even if the hooks only read them.
+# Keyed by id (JAX arrays are unhashable), checked by identity, dropped when the array dies.
+_LIVE: dict[int, weakref.ref] = {}
+
+
+def mark_live(array: Any) -> Any:
+    """Marks ``array`` as live state: kept in the state although the hooks only read it."""
+    key = id(array)
+    _LIVE[key] = weakref.ref(array, lambda _: _LIVE.pop(key, None))
+    return array
+
+
+def is_live(value: Any) -> bool:
+    """Whether ``value`` was marked by :func:`mark_live` (e.g. made by ``flr_nnx.hyper``)."""
+    ref = _LIVE.get(id(value))
+    return ref is not None and ref() is value
 
 
 def format_path(path: Path, root: str = "opt") -> str:
@@ -600,7 +619,7 @@ def _discovery(opt: Optimizer, keys: tuple[Key, ...], found: dict[str, Any]) -> 
         after = walk(work)
         _check_statics(before.statics, after.statics, "init")
         first = recorder.first_values(after.containers)
-        paths = tuple(after.arrays)
+        paths = tuple(p for p, value in after.arrays.items() if _is_state(p, value, before.arrays))
         initial = []
         for path in paths:
             value = before.arrays.get(path, first.get(path, after.arrays[path]))
@@ -621,6 +640,19 @@ def _discovery(opt: Optimizer, keys: tuple[Key, ...], found: dict[str, Any]) -> 
         return initial
 
     return discover
+
+
+def _is_state(path: Path, value: Any, before: Mapping[Path, Any]) -> bool:
+    """Whether an array found after the discovery step is state.
+
+    State is what the hooks create or assign, and arrays made live with
+    ``flr_nnx.hyper``. An array the optimizer held before the step and the hooks
+    only read is a constant of the step, like a value captured by an optax
+    closure: it is read from the optimizer at every step, so a hyperparameter
+    that ``optax.inject_hyperparams`` passes as an array takes effect.
+    """
+    old = before.get(path)
+    return old is None or value is not old or is_live(old)
 
 
 def is_elementwise(opt: Any) -> bool:
@@ -1062,7 +1094,16 @@ def step(
             )
         new_leaves.append(new)
     known = set(layout.paths) | {p for p, _ in layout.statics}
-    created = [p for p in after.arrays if p not in known]
+    for path, value in before.arrays.items():
+        if path not in known and after.arrays.get(path) is not value:
+            raise StateError(
+                f"{format_path(path)} was only read by the hooks at init, so it is a constant "
+                "of the step (like a value captured by an optax closure), but a hook assigned "
+                "it during this step; the new value would be lost. Fix: assign it on every "
+                "step, including the first, so it becomes state, or mark it live with "
+                "`flr.hyper(...)`." + _contract_hint(opt)
+            )
+    created = [p for p in after.arrays if p not in known and p not in before.arrays]
     created += [p for p in after.statics if p not in before.statics and p not in known]
     if created:
         raise StateError(

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flr_nnx._engine import HookState
+from flr_nnx._engine import HookState, mark_live
 from flr_nnx._errors import HyperparameterError, describe
 
 HyperName = str | Sequence[str | int]
@@ -77,7 +77,10 @@ def hyper(value: Any, dtype: Any = None) -> jax.Array:
         ) from error
     # A weakly typed array would take the dtype of whatever it meets; a live
     # hyperparameter keeps one dtype so assignments never change the compiled step.
-    return jax.lax.convert_element_type(array, array.dtype) if array.weak_type else array
+    if array.weak_type:
+        array = jax.lax.convert_element_type(array, array.dtype)
+    # Hooks only read a hyperparameter, which would make it a constant of the step.
+    return mark_live(array)
 
 
 def cast_like(value: Any, old: Any, where: str) -> jax.Array:

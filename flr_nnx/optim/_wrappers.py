@@ -34,7 +34,7 @@ def _keep_unless(flag: jax.Array, node: Any, old: Mapping[Path, Any], path: Path
     """
     if _engine.is_array(node):
         prev = old.get(path)
-        if prev is None:
+        if prev is None or node is prev:  # an array the hooks only read stays a constant
             return node
         return jnp.where(flag, node, prev).astype(prev.dtype)
     if isinstance(node, Optimizer):
