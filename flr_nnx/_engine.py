@@ -45,9 +45,9 @@ from flr_nnx._errors import (
     TracerLeakError,
     describe,
 )
-from flr_nnx._optimizer import _ON_NEW_ATTRIBUTE, Key, Optimizer
+from flr_nnx._optimizer import _ON_NEW_ATTRIBUTE, Key, Optimizer, call
 
-ATTR, ITEM, INDEX, NODE = "attr", "item", "index", "node"
+ATTR, ITEM, INDEX, FIELD, NODE = "attr", "item", "index", "field", "node"
 Step = tuple[str, Any]
 Path = tuple[Step, ...]
 
@@ -86,12 +86,16 @@ def format_path(path: Path, root: str = "opt") -> str:
     """Renders a state path as Python, e.g. ``opt.links[0].m[('w',)]``."""
     text = root
     for kind, name in path:
-        text += f".{name}" if kind == ATTR else f"[{name!r}]"
+        text += f".{name}" if kind in (ATTR, FIELD) else f"[{name!r}]"
     return text
 
 
 # --------------------------------------------------------------------------
 # Walking and rebuilding the optimizer's object tree.
+
+
+def _is_namedtuple(node: Any) -> bool:
+    return isinstance(node, tuple) and hasattr(type(node), "_fields")
 
 
 def _pytree_children(node: Any) -> tuple[list[Any], Any] | None:
@@ -107,6 +111,8 @@ def _children(node: Any) -> Iterator[tuple[Step, Any]] | None:
         return (((ATTR, k), v) for k, v in vars(node).items() if k not in skip)
     if isinstance(node, dict):
         return (((ITEM, k), v) for k, v in node.items())
+    if _is_namedtuple(node):  # optax's states: keep their field names (`mu`, `nu`)
+        return (((FIELD, f), getattr(node, f)) for f in node._fields)
     if isinstance(node, (list, tuple)):
         return (((INDEX, i), v) for i, v in enumerate(node))
     if is_array(node) or node is None or isinstance(node, (int, float, complex, str)):
@@ -183,6 +189,8 @@ def rebuild(
         kind = (kinds or {}).get(path)
         if not grouped and kind is None:
             return node
+        if isinstance(kind, type) and issubclass(kind, tuple) and hasattr(kind, "_fields"):
+            return kind._make([child((FIELD, f), _ABSENT) for f in kind._fields])
         if isinstance(kind, type) and issubclass(kind, tuple):
             size = 1 + max(
                 [i for _, i in grouped]
@@ -190,7 +198,7 @@ def rebuild(
                 default=-1,
             )
             items = [child((INDEX, i), _ABSENT) for i in range(size)]
-            return kind._make(items) if hasattr(kind, "_fields") else kind(items)
+            return kind(items)
         if kind is not None and not isinstance(kind, type):  # a pytree node's treedef
             return kind.unflatten([child((NODE, i), _ABSENT) for i in range(kind.num_leaves)])
         if isinstance(kind, type) and issubclass(kind, Optimizer):
@@ -221,11 +229,11 @@ def rebuild(
         for step in list(grouped):
             dict.__setitem__(new_dict, step[1], child(step, _ABSENT))
         return new_dict
+    if _is_namedtuple(node):
+        return type(node)._make([child((FIELD, f), getattr(node, f)) for f in node._fields])
     if isinstance(node, (list, tuple)):
         size = max([len(node)] + [i + 1 for _, i in grouped])
         items = [child((INDEX, i), node[i] if i < len(node) else _ABSENT) for i in range(size)]
-        if hasattr(node, "_fields"):
-            return type(node)._make(items)
         return type(node)(items)
     if is_array(node):
         return node
@@ -609,7 +617,9 @@ def _discovery(opt: Optimizer, keys: tuple[Key, ...], found: dict[str, Any]) -> 
         try:
             grads = {k: jnp.zeros_like(v) for k, v in flat.items()}
             loss = jnp.zeros((), jnp.float32)
-            updates = work(loss=loss, grads=grads, params=flat)
+            # optax's extra arguments are not known at init: stand-ins of their form.
+            extra = {"grad": dict(grads), "value_fn": lambda _: loss}
+            updates = call(work, loss=loss, grads=grads, params=flat, **extra)
         finally:
             _ON_NEW_ATTRIBUTE.reset(token)
             _RECORDER.pop()
@@ -1010,10 +1020,12 @@ def check_updates(
     return out
 
 
-def _call_hooks(work: Optimizer, loss: Any, grads: dict[Key, Any], params: Any) -> Any:
+def _call_hooks(
+    work: Optimizer, loss: Any, grads: dict[Key, Any], params: Any, extra: Mapping[str, Any]
+) -> Any:
     """Runs ``work``; a JAX error about a :class:`Missing` becomes its clear error."""
     try:
-        return work(loss=loss, grads=grads, params=params)
+        return call(work, loss=loss, grads=grads, params=params, **extra)
     except FlrError:
         raise
     except TypeError as error:
@@ -1050,6 +1062,7 @@ def step(
     grads: Mapping[Key, Any],
     params: Mapping[Key, Any] | Any,
     loss: Any,
+    extra: Mapping[str, Any] | None = None,
 ) -> tuple[dict[Key, Any], HookState]:
     """Runs one step of ``opt`` as a pure function.
 
@@ -1059,6 +1072,8 @@ def step(
         grads: gradients, keyed like the parameters at init.
         params: current parameters (or a :class:`~flr_nnx._errors.Missing`).
         loss: the loss (or a :class:`~flr_nnx._errors.Missing`).
+        extra: optax's other extra arguments, in the hooks' form (see
+            :func:`flr_nnx._tree.hook_extras`).
 
     Returns:
         The updates (positive = descent), keyed like ``grads``, and the new state.
@@ -1071,7 +1086,7 @@ def step(
     work = rebuild(opt, values, kinds=dict(layout.containers))
     before = walk(work)
     known_tracers = _tracers(_unmanaged(work))
-    updates = _call_hooks(work, loss, dict(grads), params)
+    updates = _call_hooks(work, loss, dict(grads), params, extra or {})
     _check_leaks(opt, known_tracers, work, "a step")
     updates = check_updates(opt, updates, grads, params)
     after = walk(work)

@@ -19,7 +19,7 @@ from flr_nnx._engine import ATTR, INDEX, ITEM, format_path
 from flr_nnx._errors import HyperparameterError, Missing, StateError, StructureError, describe
 from flr_nnx._hyper import cast_like
 from flr_nnx._optimizer import Optimizer
-from flr_nnx._tree import flatten, is_float
+from flr_nnx._tree import flatten, hook_extras, is_float
 from flr_nnx.optim._groups import variables_context
 
 M = TypeVar("M")
@@ -212,14 +212,18 @@ class NNXOptimizer(nnx.Optimizer[M]):
             grads: gradients, e.g. from ``nnx.grad`` (an ``nnx.State``).
             loss: the loss of this step, for optimizers that read it. optax's
                 ``value=`` keyword is accepted as an alias.
-            **kwargs: other extra arguments are ignored, as optax does.
+            **kwargs: optax's other extra arguments (``grad=``, ``value_fn=`` of a
+                line search, ...), passed to the hooks as
+                :meth:`~flr_nnx.optim.Optimizer.call_model` describes; ``value_fn``
+                is called with the parameters as ``nnx.Optimizer`` passes them
+                to optax (``nnx.as_pure(nnx.state(model, wrt))``).
 
         Returns:
             The updates added to the parameters (optax sign), structured like
             ``nnx.state(model, wrt)``.
         """
         if loss is None:
-            loss = kwargs.get("value", Missing("loss", _NO_LOSS))
+            loss = kwargs.pop("value", Missing("loss", _NO_LOSS))
         param_arrays = nnx.as_pure(nnx.state(model, self.wrt, graph=self.graph))
         grad_arrays = nnx.as_pure(nnx.state(grads, self.wrt, graph=self.graph))
         keys, params, treedef = flatten(param_arrays)
@@ -228,9 +232,17 @@ class NNXOptimizer(nnx.Optimizer[M]):
         flat_params = {k: p for k, p in zip(keys, params) if k in flat_grads}
         variables = nnx.to_flat_state(nnx.state(model, self.wrt, graph=self.graph))
         by_key = {tuple(path): var for path, var in variables}
+        # As nnx.Optimizer does: extra arguments as pure arrays, States filtered by `wrt`.
+        extra = {
+            name: nnx.as_pure(nnx.state(value, self.wrt, graph=self.graph))
+            if isinstance(value, nnx.State)
+            else nnx.as_pure(value)
+            for name, value in kwargs.items()
+        }
+        extra = hook_extras(extra, grad_arrays, param_arrays, flat_grads)
         with variables_context(by_key):
             steps, new_state = _engine.step(
-                self.hook_optimizer, self._hook_state(), flat_grads, flat_params, loss
+                self.hook_optimizer, self._hook_state(), flat_grads, flat_params, loss, extra
             )
         updates = treedef.unflatten(
             [-steps[k] if k in steps else jnp.zeros_like(p) for k, p in zip(keys, params)]

@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from flr_nnx import _engine
-from flr_nnx._errors import Missing
+from flr_nnx._errors import HyperparameterError, Missing
 from flr_nnx._optimizer import Optimizer
-from flr_nnx._tree import flatten, is_float
+from flr_nnx._tree import flatten, hook_extras, is_float
 
 _NO_LOSS = (
     "pass the loss as optax's `value=` extra argument, e.g. "
     "`tx.update(grads, state, params, value=loss)`."
 )
+Sign = Literal["update", "gradient"]
+
 _NO_PARAMS = "pass the parameters: `tx.update(grads, state, params)`."
 
 
-def as_optax(opt: Optimizer) -> optax.GradientTransformationExtraArgs:
+def as_optax(opt: Optimizer, sign: Sign = "update") -> optax.GradientTransformationExtraArgs:
     """Wraps a hook optimizer as an optax gradient transformation.
+
+    Hooks return descent directions (a positive update means descent). With
+    ``sign="update"`` (the default) the transformation returns optax updates,
+    to be added to the parameters: the hooks' output negated, as the last link
+    of a chain. With ``sign="gradient"`` it returns the hooks' output as is, a
+    gradient-like direction, for a link that a later optax transformation
+    scales and negates (``optax.scale_by_learning_rate``); with the default
+    there, training would go uphill.
 
     The optimizer is copied when wrapped; later changes to ``opt`` do not
     affect the transformation, and steps never change ``opt``.
@@ -30,11 +40,16 @@ def as_optax(opt: Optimizer) -> optax.GradientTransformationExtraArgs:
       :class:`~flr_nnx.HookState`), with lazily created state discovered.
     - ``update(updates, state, params=None, **extra)`` returns optax-sign
       updates (to be added to the parameters). The loss is read from optax's
-      ``value=`` extra argument; other extra arguments are ignored. Only float
-      leaves are optimized; the updates of other leaves are zeros.
+      ``value=`` extra argument; the other extra arguments (e.g. ``grad=`` and
+      ``value_fn=`` of a line search) reach the hooks that name them (see
+      :meth:`flr_nnx.optim.Optimizer.call_model`). Only float leaves are
+      optimized; the updates of other leaves are zeros.
 
     Args:
         opt: a :class:`flr_nnx.optim.Optimizer`.
+        sign: ``"update"`` (return updates to add) or ``"gradient"`` (return the
+            hooks' directions unchanged), the words :func:`~flr_nnx.from_optax`
+            uses for what an optax transformation returns.
 
     Returns:
         An ``optax.GradientTransformationExtraArgs`` that works in
@@ -50,7 +65,20 @@ def as_optax(opt: Optimizer) -> optax.GradientTransformationExtraArgs:
         >>> updates, state = tx.update({"w": jnp.ones(2)}, state, params)
         >>> updates["w"]
         Array([-0.09999935, -0.09999935], dtype=float32)
+        >>> direction = flr.optim.Adam(1.0)  # lr 1: the bias-corrected direction
+        >>> tx = optax.chain(flr.as_optax(direction, sign="gradient"),
+        ...                  optax.scale_by_learning_rate(0.1))
+        >>> tx.update({"w": jnp.ones(2)}, tx.init(params), params)[0]["w"]
+        Array([-0.09999934, -0.09999934], dtype=float32)
     """
+    if sign not in ("update", "gradient"):
+        raise HyperparameterError(
+            f"as_optax(sign={sign!r}): expected 'update' (return updates to add to the "
+            "parameters, the default) or 'gradient' (return the hooks' descent directions "
+            "unchanged, for a chain that ends with optax.scale_by_learning_rate). Fix: pass "
+            "one of those."
+        )
+    negate = sign == "update"
     _engine.check_transient(opt)
     template = _engine.rebuild(opt, {})
 
@@ -70,9 +98,13 @@ def as_optax(opt: Optimizer) -> optax.GradientTransformationExtraArgs:
         else:
             param_keys, param_leaves, _ = flatten(params)
             flat_params = {k: p for k, p in zip(param_keys, param_leaves) if k in floats}
-        loss = extra.get("value", Missing("loss", _NO_LOSS))
-        steps, state = _engine.step(template, state, floats, flat_params, loss)
-        out = [-steps[k] if k in steps else _untouched(g) for k, g in zip(keys, grads)]
+        loss = extra.pop("value", Missing("loss", _NO_LOSS))
+        extra = hook_extras(extra, updates, params, floats)
+        steps, state = _engine.step(template, state, floats, flat_params, loss, extra)
+        out = [
+            (-steps[k] if negate else steps[k]) if k in steps else _untouched(g)
+            for k, g in zip(keys, grads)
+        ]
         return treedef.unflatten(out), state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

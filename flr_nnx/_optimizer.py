@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import inspect
-from collections.abc import Callable, Mapping
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 import jax
@@ -111,14 +113,28 @@ class Optimizer:
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def call_model(
-        self, grads: dict[Key, jax.Array], params: Mapping[Key, jax.Array], loss: Any
+        self,
+        grads: dict[Key, jax.Array],
+        params: Mapping[Key, jax.Array],
+        loss: Any,
+        **extra: Any,
     ) -> dict[Key, jax.Array]:
         """Runs once per step, before :meth:`call_param`.
 
         Args:
             grads: gradients, a dict from parameter key to array.
             params: current parameters, keyed like ``grads``.
-            loss: the loss of this step (if the caller provided it).
+            loss: the loss of this step (if the caller provided it; optax's
+                ``value=`` extra argument).
+            **extra: optax's other extra arguments, as the caller passed them to
+                ``update`` (e.g. ``grad=`` and ``value_fn=`` of ``optax.lbfgs``'s
+                line search). Those shaped like the parameters arrive keyed like
+                ``grads`` (float leaves only); ``value_fn`` arrives as a function
+                of such a dict. A hook receives only the extra arguments its
+                signature names, or all of them with ``**kwargs``; the others
+                are dropped, as optax transformations ignore extra arguments
+                they do not use. At init they are stand-ins: ``grad`` is zeros
+                and ``value_fn`` returns zero.
 
         Returns:
             The gradients to pass on to :meth:`call_param`, keyed like ``grads``
@@ -144,7 +160,11 @@ class Optimizer:
         return grad
 
     def __call__(
-        self, loss: Any, grads: dict[Key, jax.Array], params: Mapping[Key, jax.Array]
+        self,
+        loss: Any,
+        grads: dict[Key, jax.Array],
+        params: Mapping[Key, jax.Array],
+        **extra: Any,
     ) -> dict[Key, jax.Array]:
         """Computes one step: :meth:`call_model`, then :meth:`call_param` per key.
 
@@ -152,12 +172,15 @@ class Optimizer:
             loss: the loss of this step (if the caller provided it).
             grads: gradients, a dict from parameter key to array.
             params: current parameters, keyed like ``grads``.
+            **extra: optax's extra arguments (see :meth:`call_model`), passed on
+                to :meth:`call_model`. An optimizer that calls other optimizers
+                passes them on with :func:`flr_nnx.optim.call`.
 
         Returns:
             A dict from parameter key to update (positive = descent).
         """
         known = grads
-        grads = self.call_model(grads=grads, params=params, loss=loss)
+        grads = call(self.call_model, grads=grads, params=params, loss=loss, **extra)
         _check_model_grads(self, grads, known)
         return {
             key: self.call_param(key=key, grad=grad, param=params[key])
@@ -171,6 +194,82 @@ class Optimizer:
             if not name.startswith("_")
         )
         return f"{type(self).__name__}({fields})"
+
+
+_CORE = frozenset({"loss", "grads", "params"})
+
+
+def call(hook: Callable[..., Any], /, **kwargs: Any) -> Any:
+    """Calls a hook (or an optimizer) with the extra arguments it accepts.
+
+    The arguments every hook takes (``grads``, ``params``, ``loss``, ...) are
+    always passed; optax's extra arguments (``value_fn=``, ...) only where the
+    hook's signature names them or has ``**kwargs``, as optax transformations
+    ignore extra arguments they do not use.
+
+    Args:
+        hook: a hook method, or an optimizer (its ``__call__``).
+        **kwargs: the hook's arguments and the extra arguments.
+
+    Returns:
+        What the hook returns.
+
+    Example:
+        >>> import flr_nnx as flr
+        >>> def call_model(grads, params, loss, value_fn):
+        ...     return value_fn(params)
+        >>> flr.optim.call(call_model, grads={}, params={}, loss=0.0,
+        ...                value_fn=lambda p: 1.0, grad={})
+        1.0
+    """
+    names, takes_all = _signature(hook)
+    if takes_all:
+        return hook(**kwargs)
+    return hook(**{k: v for k, v in kwargs.items() if k in names or k in _CORE})
+
+
+def keyed_like(value: Any, keys: Iterable[Key]) -> bool:
+    """Whether an extra argument is keyed by parameter, like ``grads`` (optax's ``grad=``)."""
+    return isinstance(value, Mapping) and all(key in value for key in keys)
+
+
+def restrict(extra: Mapping[str, Any], keys: Iterable[Key]) -> dict[str, Any]:
+    """The extra arguments for a subset of the parameters, e.g. one group of a partition.
+
+    Extra arguments keyed by parameter keep only ``keys``; the others (a loss
+    value, ``value_fn``, which fills in the parameters it is not given) pass
+    unchanged.
+    """
+    keys = list(keys)
+    return {
+        name: {k: value[k] for k in keys} if keyed_like(value, keys) else value
+        for name, value in extra.items()
+    }
+
+
+def _signature(hook: Callable[..., Any]) -> tuple[frozenset[str], bool]:
+    target = hook.__call__ if isinstance(hook, Optimizer) else hook
+    function = getattr(target, "__func__", target)
+    try:
+        return _SIGNATURES[function]
+    except (KeyError, TypeError):
+        pass
+    try:
+        parameters = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: pass everything
+        return frozenset(), True
+    found = (
+        frozenset(p.name for p in parameters if p.kind is not p.VAR_KEYWORD),
+        any(p.kind is p.VAR_KEYWORD for p in parameters),
+    )
+    with contextlib.suppress(TypeError):  # a callable object that cannot be weakly referenced
+        _SIGNATURES[function] = found
+    return found
+
+
+_SIGNATURES: weakref.WeakKeyDictionary[Any, tuple[frozenset[str], bool]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _check_arguments(init: Callable[..., None]) -> Callable[..., None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import jax
@@ -52,3 +53,42 @@ def flatten(tree: Any) -> tuple[list[Key], list[Any], Any]:
             "attribute names in the parameter tree."
         )
     return keys, [leaf for _, leaf in with_path], treedef
+
+
+def hook_extras(
+    extra: Mapping[str, Any], updates: Any, params: Any, keys: Iterable[Key]
+) -> dict[str, Any]:
+    """optax's extra arguments in the form the hooks see them.
+
+    An argument shaped like the updates (optax's ``grad=``) becomes a dict keyed
+    like the hooks' ``grads`` (the parameters in ``keys``); ``value_fn`` (a
+    function of the parameter tree) becomes a function of such a dict, the
+    parameters it is not given taken from ``params``. Others pass unchanged.
+
+    Args:
+        extra: the extra arguments given to ``update``, without ``value``.
+        updates: the updates (gradients) given to ``update``.
+        params: the parameters given to ``update`` (or ``None``).
+        keys: the keys of the parameters the hooks optimize.
+    """
+    keys = set(keys)
+    structure = jax.tree.structure(updates)
+    out: dict[str, Any] = {}
+    for name, value in extra.items():
+        if name == "value_fn" and callable(value):
+            out[name] = _flat_value_fn(value, updates if params is None else params)
+        elif jax.tree.structure(value) == structure:
+            value_keys, leaves, _ = flatten(value)
+            out[name] = {k: leaf for k, leaf in zip(value_keys, leaves) if k in keys}
+        else:
+            out[name] = value
+    return out
+
+
+def _flat_value_fn(value_fn: Callable[[Any], Any], base: Any) -> Callable[[Any], Any]:
+    base_keys, base_leaves, treedef = flatten(base)
+
+    def flat_value_fn(flat: Mapping[Key, Any]) -> Any:
+        return value_fn(treedef.unflatten([flat.get(k, v) for k, v in zip(base_keys, base_leaves)]))
+
+    return flat_value_fn

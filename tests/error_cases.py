@@ -347,8 +347,10 @@ def state_dict_keys_mix_types():
         def __init__(self):
             self.slots = {0: jnp.zeros(()), "warmup": jnp.ones(())}
 
-        def call_param(self, key, grad, **_):
-            return grad
+        def call_model(self, grads, **_):
+            # Assigned by a hook, so state (an array the hooks only read is a constant).
+            self.slots = {k: v + 1 for k, v in self.slots.items()}
+            return grads
 
     flr.as_optax(Slots()).init({"w": jnp.ones(3)})
 

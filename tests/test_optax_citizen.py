@@ -115,3 +115,213 @@ def test_array_assigned_only_after_init_is_an_error():
     bad = flr.as_optax(Later())
     with pytest.raises(flr.StateError, match=r"opt\.scale was only read by the hooks at init"):
         bad.update(GRADS, state, PARAMS)
+
+
+# -- Extra arguments reach the hooks and wrapped optax transformations.
+
+
+def _quadratic(params):
+    return sum(jnp.sum((leaf - 0.3) ** 2) for leaf in jax.tree.leaves(params))
+
+
+class LineSearchSGD(flr.optim.Optimizer):
+    """Steps along -grad, halving the step until value_fn says the loss went down."""
+
+    def __init__(self, step=1.0):
+        self.step = step
+
+    def call_model(self, grads, params, loss, value_fn, grad):
+        step = jnp.asarray(self.step)
+        for _ in range(4):
+            trial = {k: params[k] - step * grad[k] for k in grads}
+            step = jnp.where(value_fn(trial) < loss, step, step / 2)
+        return {k: step * g for k, g in grads.items()}
+
+
+def test_extra_arguments_reach_call_model_in_both_bridges():
+    from flax import nnx
+
+    tx = flr.as_optax(LineSearchSGD(4.0))
+    grads = jax.grad(_quadratic)(PARAMS)
+    value = _quadratic(PARAMS)
+
+    @jax.jit
+    def step(state):
+        return tx.update(grads, state, PARAMS, value=value, grad=grads, value_fn=_quadratic)
+
+    updates, _ = step(tx.init(PARAMS))
+    # By hand: 4 -> 2 -> 1 -> 0.5 (each trial overshoots) -> 0.5 accepted.
+    expected = 4.0
+    for _ in range(4):
+        trial = jax.tree.map(lambda p, g, s=expected: p - s * g, PARAMS, grads)
+        expected = expected if _quadratic(trial) < value else expected / 2
+    assert expected < 4.0
+    np.testing.assert_allclose(updates["w"], -expected * grads["w"], rtol=1e-6)
+
+    class Model(nnx.Module):
+        def __init__(self):
+            self.w = nnx.Param(PARAMS["w"])
+            self.b = nnx.Param(PARAMS["b"])
+
+    model = Model()
+    optimizer = flr.NNXOptimizer(model, LineSearchSGD(4.0), wrt=nnx.Param)
+    graphdef = nnx.graphdef(model)
+
+    def loss_of_state(state):
+        m = nnx.merge(graphdef, state)
+        return _quadratic({"w": m.w[...], "b": m.b[...]})
+
+    grads_nnx = nnx.grad(lambda m: _quadratic({"w": m.w[...], "b": m.b[...]}))(model)
+    optimizer.update(model, grads_nnx, grad=grads_nnx, value_fn=loss_of_state, value=value)
+    np.testing.assert_allclose(model.w[...], PARAMS["w"] - expected * grads["w"], rtol=1e-6)
+
+
+def test_hooks_that_do_not_name_an_extra_argument_still_run():
+    ours, _ = _run(flr.as_optax(flr.optim.Adam(0.1)), grad=GRADS, unknown=1.0)
+    theirs, _ = _run(optax.adam(0.1))
+    np.testing.assert_array_equal(ours[-1]["w"], theirs[-1]["w"])
+
+
+def _lbfgs_run(tx, steps=4):
+    update = jax.jit(lambda g, s, p, v: tx.update(g, s, p, value=v, grad=g, value_fn=_quadratic))
+    params, state, out = PARAMS, tx.init(PARAMS), []
+    for _ in range(steps):
+        value, grads = jax.value_and_grad(_quadratic)(params)
+        updates, state = update(grads, state, params, value)
+        params = optax.apply_updates(params, updates)
+        out.append(params)
+    return out, state
+
+
+def test_from_optax_lbfgs_line_search_bit_identical_to_optax():
+    ours, _ = _lbfgs_run(flr.as_optax(flr.from_optax(optax.lbfgs())))
+    theirs, _ = _lbfgs_run(optax.lbfgs())
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_array_equal(a["w"], b["w"])
+        np.testing.assert_array_equal(a["b"], b["b"])
+    assert float(_quadratic(ours[-1])) < 1e-6
+
+
+def test_from_optax_lbfgs_in_nnx_optimizer_equals_nnx_optimizer():
+    from flax import nnx
+
+    def train(make_optimizer):
+        model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+        optimizer = make_optimizer(model)
+        x, y = jnp.linspace(-1, 1, 12).reshape(4, 3), jnp.ones((4, 2))
+        loss_fn = lambda m: ((m(x) - y) ** 2).mean()  # noqa: E731
+        graphdef = nnx.graphdef(model)
+        loss_of_state = lambda state: loss_fn(nnx.merge(graphdef, state))  # noqa: E731
+
+        @nnx.jit
+        def step(model, optimizer):
+            loss, grads = nnx.value_and_grad(loss_fn)(model)
+            optimizer.update(model, grads, grad=grads, value_fn=loss_of_state, value=loss)
+            return loss
+
+        losses = [float(step(model, optimizer)) for _ in range(4)]
+        return losses, model
+
+    ours, model_a = train(
+        lambda m: flr.NNXOptimizer(m, flr.from_optax(optax.lbfgs()), wrt=nnx.Param)
+    )
+    theirs, model_b = train(lambda m: nnx.Optimizer(m, optax.lbfgs(), wrt=nnx.Param))
+    assert ours == theirs
+    assert ours[-1] < 0.5 * ours[0]
+    np.testing.assert_array_equal(model_a.kernel[...], model_b.kernel[...])
+
+
+def test_partition_gives_each_group_its_own_keys_of_an_extra_argument():
+    seen = {}
+
+    class Recorder(flr.optim.Optimizer):
+        def __init__(self, name):
+            self.name = name
+
+        def call_model(self, grads, grad, **_):
+            seen[self.name] = sorted(grad)
+            return grads
+
+    opt = flr.optim.Partition([(("w",), Recorder("w"))], default=Recorder("rest"))
+    tx = flr.as_optax(opt)
+    tx.update(GRADS, tx.init(PARAMS), PARAMS, grad=GRADS)
+    assert seen == {"w": [("w",)], "rest": [("b",)]}
+
+
+# -- from_optax keeps optax's state structure, with field names and parameter paths.
+
+
+def test_from_optax_state_has_optax_field_names_and_parameter_paths():
+    from flax import nnx
+
+    params = {"layers": [{"kernel": jnp.ones((2, 3))}], "bias": jnp.zeros(3)}
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+    tx = flr.as_optax(flr.from_optax(optax.adam(0.1)))
+    state = jax.jit(tx.update)(grads, tx.init(params), params)[1]
+    twin = optax.adam(0.1)
+    twin_state = jax.jit(twin.update)(grads, twin.init(params), params)[1]
+    tree = state.tree["tx_state"][0]
+    np.testing.assert_array_equal(
+        tree["mu"]["layers"][0]["kernel"], twin_state[0].mu["layers"][0]["kernel"]
+    )
+    np.testing.assert_array_equal(tree["nu"]["bias"], twin_state[0].nu["bias"])
+    assert int(tree["count"]) == int(twin_state[0].count) == 1
+    assert "opt.tx_state[0].mu[('layers', 0, 'kernel')]" in [
+        flr._engine.format_path(p) for p in state.layout.paths
+    ]
+
+    model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+    optimizer = flr.NNXOptimizer(model, flr.from_optax(optax.adam(0.1)), wrt=nnx.Param)
+    slot = optimizer.opt_state["tx_state"][0]["mu"]["kernel"]
+    assert isinstance(slot, flr.OptimizerSlot) and slot.get_value().shape == (3, 2)
+
+
+class _Mixed:
+    """A pytree whose children's keys mix an integer and a string at one level."""
+
+    def __init__(self, first, scale):
+        self.first, self.scale = first, scale
+
+
+jax.tree_util.register_pytree_with_keys(
+    _Mixed,
+    lambda m: (
+        [(jax.tree_util.SequenceKey(0), m.first), (jax.tree_util.GetAttrKey("scale"), m.scale)],
+        None,
+    ),
+    lambda _, children: _Mixed(*children),
+)
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: flr.from_optax(optax.adam(0.1)), lambda: flr.optim.Adam(0.1)]
+)
+def test_keys_mixing_strings_and_integers_get_the_nested_state_error(make):
+    # Parameter keys ('blocks', 0) and ('blocks', 'scale'): optax's transformation sees
+    # them in a ParamDict (a plain dict keyed by them cannot be flattened: JAX sorts dict
+    # keys), so from_optax reaches the same clear error as any hook optimizer.
+    params = {"blocks": _Mixed(jnp.ones(2), jnp.full(3, 2.0))}
+    with pytest.raises(flr.StateError, match=r"keys mix int and str \(\[0, 'scale'\]\)"):
+        flr.as_optax(make()).init(params)
+
+
+# -- The sign convention: as_optax(sign="gradient") for a link before scale_by_learning_rate.
+
+
+def test_as_optax_gradient_sign_before_scale_by_learning_rate_equals_optax():
+    direction = flr.optim.Adam(1.0)  # learning rate 1: the bias-corrected direction
+    ours, _ = _run(
+        optax.chain(flr.as_optax(direction, sign="gradient"), optax.scale_by_learning_rate(0.1))
+    )
+    theirs, _ = _run(optax.chain(optax.scale_by_adam(), optax.scale_by_learning_rate(0.1)))
+    uphill, _ = _run(optax.chain(flr.as_optax(direction), optax.scale_by_learning_rate(0.1)))
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_array_equal(a["w"], b["w"])
+    # The default sign there would step uphill: the same magnitudes, the other way.
+    np.testing.assert_array_equal(uphill[0]["w"], -ours[0]["w"])
+    assert float(jnp.vdot(ours[0]["w"], GRADS["w"])) < 0  # descent
+
+
+def test_as_optax_rejects_an_unknown_sign():
+    with pytest.raises(flr.HyperparameterError, match=r"'update'.*'gradient'"):
+        flr.as_optax(flr.optim.Adam(0.1), sign="descent")

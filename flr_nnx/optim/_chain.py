@@ -7,7 +7,7 @@ from typing import Any
 
 import jax
 
-from flr_nnx._optimizer import Key, Optimizer
+from flr_nnx._optimizer import Key, Optimizer, call
 
 
 class Chain(Optimizer):
@@ -38,8 +38,12 @@ class Chain(Optimizer):
         self.links = list(optimizers)
 
     def __call__(
-        self, loss: Any, grads: dict[Key, jax.Array], params: Mapping[Key, jax.Array]
+        self,
+        loss: Any,
+        grads: dict[Key, jax.Array],
+        params: Mapping[Key, jax.Array],
+        **extra: Any,
     ) -> dict[Key, jax.Array]:
         for link in self.links:
-            grads = link(loss=loss, grads=grads, params=params)
+            grads = call(link, loss=loss, grads=grads, params=params, **extra)
         return grads

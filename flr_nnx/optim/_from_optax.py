@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
+import jax
 import jax.numpy as jnp
 import optax
 
 from flr_nnx._errors import HyperparameterError, Missing
-from flr_nnx._optimizer import Optimizer
+from flr_nnx._optimizer import Optimizer, keyed_like
 
 Sign = Literal["auto", "gradient", "update"]
 
@@ -20,10 +21,17 @@ def _probe_sign(tx: optax.GradientTransformationExtraArgs) -> str:
     sign of a positive gradient; a full optimizer (``optax.adam``) ends with
     ``-learning_rate`` and flips it.
     """
-    params = {"probe": jnp.zeros((), jnp.float32)}
+    # A consistent probe for line searches too: f(p) = p**2 / 2 at p = 1 has gradient 1.
+    params = {"probe": jnp.ones((), jnp.float32)}
     grads = {"probe": jnp.ones((), jnp.float32)}
+
+    def value_fn(p: Any) -> jax.Array:
+        return 0.5 * p["probe"] ** 2
+
     try:
-        out, _ = tx.update(grads, tx.init(params), params, value=jnp.ones((), jnp.float32))
+        out, _ = tx.update(
+            grads, tx.init(params), params, value=value_fn(params), grad=grads, value_fn=value_fn
+        )
         value = float(out["probe"])
     except Exception as error:
         raise HyperparameterError(
@@ -56,10 +64,15 @@ class FromOptax(Optimizer):
 
         u = \sigma \cdot \mathrm{tx}(g), \quad \sigma = -1 \text{ for full optimizers, else } 1
 
-    The transformation sees the parameters as a list of arrays in key order, so
-    pytree-shaped arguments of ``tx`` (such as a mask tree) do not apply; use a
-    callable mask or a hook-level mask instead. The optax state lives in
-    ``self.tx_state`` and is discovered like any other state.
+    The transformation sees the parameters as a :class:`ParamDict`, a dict keyed
+    by parameter key (``('layers', 0, 'kernel')``) in the order of the
+    gradients, so its state keeps optax's structure with field names and
+    parameter paths: ``self.tx_state[0].mu[('layers', 0, 'kernel')]``, which the
+    nested state shows as ``tx_state/0/mu/layers/0/kernel``. Pytree-shaped
+    arguments of ``tx`` (such as a mask tree) must be keyed the same way; a
+    callable mask or a hook-level mask is simpler. optax's extra arguments
+    (``value=`` is the loss; ``grad=``, ``value_fn=``, ...) are passed on to
+    ``tx.update``, keyed the same way.
 
     Args:
         tx: an ``optax.GradientTransformation``.
@@ -84,17 +97,40 @@ class FromOptax(Optimizer):
             )
         self.sign = _probe_sign(self.tx) if sign == "auto" else sign
 
-    def call_model(self, grads, params, loss):
+    def call_model(self, grads, params, loss, **extra):
         keys = list(grads)
-        leaves = [grads[k] for k in keys]
-        param_leaves = None if isinstance(params, Missing) else [params[k] for k in keys]
+        param_dict = (
+            None if isinstance(params, Missing) else ParamDict((k, params[k]) for k in keys)
+        )
         if not hasattr(self, "tx_state"):
-            self.tx_state = self.tx.init(param_leaves)
-        extra = {} if isinstance(loss, Missing) else {"value": loss}
-        out, self.tx_state = self.tx.update(leaves, self.tx_state, param_leaves, **extra)
+            self.tx_state = self.tx.init(param_dict)
+        extra = {
+            name: ParamDict((k, value[k]) for k in keys) if keyed_like(value, keys) else value
+            for name, value in extra.items()
+        }
+        if not isinstance(loss, Missing):
+            extra["value"] = loss
+        out, self.tx_state = self.tx.update(ParamDict(grads), self.tx_state, param_dict, **extra)
         if self.sign == "update":
-            out = [-u for u in out]
-        return dict(zip(keys, out, strict=True))
+            return {k: -out[k] for k in keys}
+        return {k: out[k] for k in keys}
+
+
+class ParamDict(dict):
+    """A dict keyed by parameter key that flattens in insertion order.
+
+    What :class:`FromOptax` gives its optax transformation: a plain dict would
+    be flattened in sorted key order, which fails for keys that mix strings and
+    integers at one position (``('blocks', 0)`` and ``('blocks', 'norm')``).
+    """
+
+
+jax.tree_util.register_pytree_with_keys(
+    ParamDict,
+    lambda d: ([(jax.tree_util.DictKey(k), v) for k, v in d.items()], tuple(d)),
+    lambda keys, values: ParamDict(zip(keys, values, strict=True)),
+    lambda d: (list(d.values()), tuple(d)),
+)
 
 
 def from_optax(tx: optax.GradientTransformation, sign: Sign = "auto") -> FromOptax:

@@ -13,7 +13,7 @@ from flax import nnx
 from flax.nnx import filterlib
 
 from flr_nnx._errors import HookError, HyperparameterError
-from flr_nnx._optimizer import Key, Optimizer
+from flr_nnx._optimizer import Key, Optimizer, call, restrict
 
 # The model's Variables by parameter key, set by NNXOptimizer while it runs the
 # engine, so that Variable-type filters can see what a parameter is.
@@ -169,7 +169,11 @@ class Partition(Optimizer):
         return out
 
     def __call__(
-        self, loss: Any, grads: dict[Key, jax.Array], params: Mapping[Key, jax.Array]
+        self,
+        loss: Any,
+        grads: dict[Key, jax.Array],
+        params: Mapping[Key, jax.Array],
+        **extra: Any,
     ) -> dict[Key, jax.Array]:
         labels = self.labels(list(grads), params)
         updates: dict[Key, jax.Array] = {}
@@ -180,7 +184,8 @@ class Partition(Optimizer):
             if not mine:
                 continue
             sub_params = {k: params[k] for k in mine} if isinstance(params, Mapping) else params
-            updates.update(opt(loss=loss, grads=mine, params=sub_params))
+            sub_extra = restrict(extra, mine)
+            updates.update(call(opt, loss=loss, grads=mine, params=sub_params, **sub_extra))
         return updates
 
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from flr_nnx._engine import is_elementwise
 from flr_nnx._errors import HookError, HyperparameterError, describe
-from flr_nnx._optimizer import Key, Optimizer
+from flr_nnx._optimizer import Key, Optimizer, call, keyed_like
 
 
 def _group_of(leaf: Any) -> Key:
@@ -101,7 +101,11 @@ class Packed(Optimizer):
         self.inner = opt
 
     def __call__(
-        self, loss: Any, grads: dict[Key, jax.Array], params: Mapping[Key, jax.Array]
+        self,
+        loss: Any,
+        grads: dict[Key, jax.Array],
+        params: Mapping[Key, jax.Array],
+        **extra: Any,
     ) -> dict[Key, jax.Array]:
         groups: dict[Key, list[Key]] = {}
         for key, grad in grads.items():
@@ -113,7 +117,16 @@ class Packed(Optimizer):
             }
         else:  # a Missing: reading it raises the bridge's explanation
             packed_params = params
-        updates = self.inner(loss=loss, grads=packed_grads, params=packed_params)
+        # Extra arguments keyed by parameter (optax's `grad=`) are packed like the gradients.
+        packed_extra = {
+            name: {group: _pack([value[k] for k in keys]) for group, keys in groups.items()}
+            if keyed_like(value, grads)
+            else value
+            for name, value in extra.items()
+        }
+        updates = call(
+            self.inner, loss=loss, grads=packed_grads, params=packed_params, **packed_extra
+        )
         # The inner optimizer's per-step scalars (its `transient` attributes, e.g. Adam's
         # bias corrections) are kept as outputs of the step. With one packed buffer a
         # scalar has a single consumer, and XLA:CPU would then compute it inside the

@@ -20,9 +20,9 @@ import jax.numpy as jnp
 import optax
 
 from flr_nnx import _engine
-from flr_nnx._engine import ATTR, INDEX, ITEM, NODE, Path
+from flr_nnx._engine import ATTR, FIELD, INDEX, ITEM, NODE, Path
 from flr_nnx._errors import HyperparameterError
-from flr_nnx._optimizer import Key, Optimizer
+from flr_nnx._optimizer import Key, Optimizer, call
 
 
 def _keep_unless(flag: jax.Array, node: Any, old: Mapping[Path, Any], path: Path = ()) -> Any:
@@ -54,10 +54,14 @@ def _keep_unless(flag: jax.Array, node: Any, old: Mapping[Path, Any], path: Path
             node[i] = _keep_unless(flag, child, old, (*path, (INDEX, i)))
         return node
     if isinstance(node, tuple):
-        items = [_keep_unless(flag, c, old, (*path, (INDEX, i))) for i, c in enumerate(node)]
+        named = hasattr(type(node), "_fields")
+        steps = (
+            [(FIELD, f) for f in node._fields] if named else [(INDEX, i) for i in range(len(node))]
+        )
+        items = [_keep_unless(flag, c, old, (*path, s)) for s, c in zip(steps, node, strict=True)]
         if all(a is b for a, b in zip(items, node, strict=True)):
             return node
-        return type(node)._make(items) if hasattr(node, "_fields") else type(node)(items)
+        return type(node)._make(items) if named else type(node)(items)
     children = _engine._pytree_children(node)
     if children is None:
         return node
@@ -67,10 +71,15 @@ def _keep_unless(flag: jax.Array, node: Any, old: Mapping[Path, Any], path: Path
 
 
 def _run_and_keep_unless(
-    flag: jax.Array, inner: Optimizer, loss: Any, grads: dict[Key, Any], params: Any
+    flag: jax.Array,
+    inner: Optimizer,
+    loss: Any,
+    grads: dict[Key, Any],
+    params: Any,
+    extra: Mapping[str, Any],
 ) -> dict[Key, Any]:
     before = _engine.walk(inner).arrays
-    updates = inner(loss=loss, grads=grads, params=params)
+    updates = call(inner, loss=loss, grads=grads, params=params, **extra)
     _keep_unless(flag, inner, before)
     return updates
 
@@ -135,7 +144,7 @@ class MultiSteps(Optimizer):
         self.gradient_step = jnp.zeros([], jnp.int32)
         self.acc: dict = {}
 
-    def __call__(self, loss, grads, params):
+    def __call__(self, loss, grads, params, **extra):
         acc = {}
         for key, grad in grads.items():
             if key not in self.acc:
@@ -146,7 +155,7 @@ class MultiSteps(Optimizer):
                 acc[key] = grad + self.acc[key]
         emit = self.mini_step == self.every_k - 1
         inner_grads = {k: a.astype(grads[k].dtype) for k, a in acc.items()}
-        updates = _run_and_keep_unless(emit, self.inner, loss, inner_grads, params)
+        updates = _run_and_keep_unless(emit, self.inner, loss, inner_grads, params, extra)
         self.mini_step = optax.safe_increment(self.mini_step) % self.every_k
         self.gradient_step = (
             emit * optax.safe_increment(self.gradient_step) + (1 - emit) * self.gradient_step
@@ -205,13 +214,13 @@ class SkipNonFinite(Optimizer):
         self.last_finite = jnp.array(True, jnp.bool_)
         self.total_notfinite = jnp.zeros([], jnp.int32)
 
-    def __call__(self, loss, grads, params):
+    def __call__(self, loss, grads, params, **extra):
         isfinite = jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in grads.values()]))
         self.notfinite_count = jnp.where(
             isfinite, jnp.zeros([], jnp.int32), optax.safe_increment(self.notfinite_count)
         )
         apply = jnp.logical_or(isfinite, self.notfinite_count > self.max_consecutive_errors)
-        updates = _run_and_keep_unless(apply, self.inner, loss, grads, params)
+        updates = _run_and_keep_unless(apply, self.inner, loss, grads, params, extra)
         self.last_finite = isfinite
         self.total_notfinite = jnp.where(
             isfinite, self.total_notfinite, optax.safe_increment(self.total_notfinite)
@@ -256,7 +265,7 @@ class MixedPrecision(Optimizer):
         self.inner = opt
         self.state_dtype = jnp.dtype(state_dtype)
 
-    def __call__(self, loss, grads, params):
+    def __call__(self, loss, grads, params, **extra):
         target = self.state_dtype
         up = {
             k: g.astype(target) if _low_precision(g.dtype, target) else g for k, g in grads.items()
@@ -268,5 +277,5 @@ class MixedPrecision(Optimizer):
                 else params[k]
                 for k in grads
             }
-        updates = self.inner(loss=loss, grads=up, params=params)
+        updates = call(self.inner, loss=loss, grads=up, params=params, **extra)
         return {k: u.astype(grads[k].dtype) for k, u in updates.items()}
