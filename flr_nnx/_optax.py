@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from flr_nnx import _engine
-from flr_nnx._errors import HyperparameterError, Missing
+from flr_nnx._errors import HyperparameterError, Missing, StructureError
 from flr_nnx._optimizer import Optimizer
 from flr_nnx._tree import flatten, hook_extras, is_float
 
@@ -83,10 +83,14 @@ def as_optax(opt: Optimizer, sign: Sign = "update") -> optax.GradientTransformat
     template = _engine.rebuild(opt, {})
 
     def init_fn(params: Any) -> _engine.HookState:
+        if isinstance(params, _ParamsPlaceholder):
+            return _placeholder_state(template)
         keys, leaves, _ = flatten(params)
-        return _engine.init(
+        state = _engine.init(
             template, {k: jnp.asarray(v) for k, v in zip(keys, leaves) if is_float(v)}
         )
+        _LAYOUTS[_fingerprint(template)] = state.layout
+        return state
 
     def update_fn(
         updates: Any, state: _engine.HookState, params: Any = None, **extra: Any
@@ -115,3 +119,85 @@ def _untouched(leaf: Any) -> Any:
     if dtype is None or dtype == jax.dtypes.float0:
         return leaf
     return jnp.zeros_like(leaf)
+
+
+# -- optax's tree utilities ------------------------------------------------------------
+#
+# `optax.tree.map_params(tx, f, state, ...)` calls `tx.init` on a placeholder standing for
+# the whole parameter tree and expects a state of the same structure as `state`, with the
+# placeholder wherever optax would hold a copy of the parameter tree. A hook state's
+# structure depends on the parameters, which the placeholder does not show: it is taken
+# from the last `init` of an optimizer of the same configuration (`inject_hyperparams`
+# builds a new transformation at every call).
+
+try:
+    from optax.tree_utils._state_utils import _ParamsPlaceholder
+except ImportError:  # pragma: no cover - a future optax that moved it
+
+    class _ParamsPlaceholder:  # type: ignore[no-redef]
+        """Never matches: map_params then gets the clear error below."""
+
+
+_LAYOUTS: dict[Any, _engine.Layout] = {}
+
+
+def _fingerprint(template: Optimizer) -> Any:
+    """What fixes a state's layout for given parameters, apart from them: classes and statics."""
+    found = _engine.walk(template)
+    statics = []
+    for path, value in found.statics.items():
+        try:
+            hash(value)
+        except TypeError:
+            value = ("id", id(value))
+        statics.append((path, value))
+    return (tuple(found.kinds.items()), tuple(statics), tuple(found.arrays))
+
+
+def _placeholder_state(template: Optimizer) -> _engine.HookState:
+    layout = _LAYOUTS.get(_fingerprint(template))
+    if layout is None:
+        raise StructureError(
+            f"init was called with optax's parameter placeholder (from optax.tree.map_params) "
+            f"for {type(template).__name__}, which has not been initialised with real "
+            "parameters. A hook optimizer's state structure depends on the parameters. Fix: "
+            "call `tx.init(params)` (or `jax.eval_shape(tx.init, params)`) before "
+            "optax.tree.map_params."
+        )
+    placeholder = _ParamsPlaceholder()
+    # Other leaves only need to be leaves: map_params passes the state's own value on.
+    tree: Any = _engine.nest(layout.mirror, [0] * len(layout.mirror))
+    for prefix in sorted(_parameter_copies(layout), key=len):
+        if prefix == ():
+            tree = placeholder
+            break
+        node = tree
+        for part in prefix[:-1]:
+            node = node[part]
+        node[prefix[-1]] = placeholder
+    return _engine.HookState(tree, layout)
+
+
+def _suffixes(layout: _engine.Layout) -> list[tuple[tuple[Any, ...], int]]:
+    """Each state array's mirrored path, and how many trailing parts are its parameter key."""
+    out = []
+    for parts, owner, path in zip(layout.mirror, layout.param_of, layout.paths, strict=True):
+        last = path[-1] if path else None
+        keyed = owner >= 0 and last is not None and last[1] == layout.param_keys[owner]
+        out.append((parts, len(layout.param_keys[owner]) if keyed else -1))
+    return out
+
+
+def _parameter_copies(layout: _engine.Layout) -> set[tuple[Any, ...]]:
+    """Places in the nested state holding one array per parameter and nothing else."""
+    members: dict[tuple[Any, ...], set[int]] = {}
+    for (parts, n), owner in zip(_suffixes(layout), layout.param_of, strict=True):
+        if n >= 0:
+            members.setdefault(parts[: len(parts) - n], set()).add(owner)
+    everything = set(range(len(layout.param_keys)))
+    copies = set()
+    for prefix, owners in members.items():
+        inside = [p for p in layout.mirror if p[: len(prefix)] == prefix]
+        if owners == everything and len(inside) == len(everything):
+            copies.add(prefix)
+    return copies

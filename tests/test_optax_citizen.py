@@ -325,3 +325,95 @@ def test_as_optax_gradient_sign_before_scale_by_learning_rate_equals_optax():
 def test_as_optax_rejects_an_unknown_sign():
     with pytest.raises(flr.HyperparameterError, match=r"'update'.*'gradient'"):
         flr.as_optax(flr.optim.Adam(0.1), sign="descent")
+
+
+# -- optax's tree utilities on as_optax state.
+
+
+def _specs_of(tx, state, specs):
+    from jax.sharding import PartitionSpec
+
+    return optax.tree.map_params(
+        tx,
+        lambda _, spec: spec,
+        state,
+        specs,
+        transform_non_params=lambda _: PartitionSpec(),
+        is_leaf=lambda x: isinstance(x, PartitionSpec),
+    )
+
+
+def test_map_params_builds_state_specs_like_optax():
+    from jax.sharding import PartitionSpec
+
+    params = {"w": jnp.ones((4, 2)), "b": jnp.zeros(2)}
+    specs = {"w": PartitionSpec("x"), "b": PartitionSpec()}
+    tx = flr.as_optax(flr.optim.Adam(0.1))
+    ours = _specs_of(tx, tx.init(params), specs)
+    theirs = _specs_of(optax.adam(0.1), optax.adam(0.1).init(params), specs)[0]
+    assert ours.tree == {"count": theirs.count, "mu": theirs.mu, "nu": theirs.nu}
+    assert ours.tree["mu"]["w"] == PartitionSpec("x")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: flr.as_optax(flr.optim.Adam(0.1)),
+        lambda: flr.as_optax(flr.from_optax(optax.adam(0.1))),
+        lambda: optax.inject_hyperparams(
+            lambda learning_rate: flr.as_optax(flr.optim.Adam(learning_rate))
+        )(learning_rate=0.1),
+    ],
+    ids=["Adam", "from_optax", "inject_hyperparams"],
+)
+def test_map_params_maps_every_copy_of_the_parameters(make):
+    tx = make()
+    state = tx.init(PARAMS)
+    state, _ = _step_once(tx, state)
+    mapped = optax.tree.map_params(tx, lambda v: v + 100.0, state)
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+        text = jax.tree_util.keystr(path)
+        new = _leaf_at(mapped, path)
+        per_parameter = "'mu'" in text or "'nu'" in text
+        np.testing.assert_array_equal(new, leaf + 100.0 if per_parameter else leaf, err_msg=text)
+    # The mapped state still steps (same structure).
+    _step_once(tx, mapped)
+
+
+def _step_once(tx, state):
+    updates, state = jax.jit(tx.update)(GRADS, state, PARAMS)
+    return state, updates
+
+
+def _leaf_at(tree, path):
+    leaves = dict(jax.tree_util.tree_leaves_with_path(tree))
+    return leaves[path]
+
+
+def test_map_params_before_any_init_is_a_clear_error():
+    class NeverInitialised(flr.optim.Optimizer):
+        def __init__(self):
+            self.m = {}
+
+        def call_param(self, key, grad, **_):
+            self.m[key] = grad
+            return grad
+
+    tx = flr.as_optax(NeverInitialised())
+    with pytest.raises(flr.StructureError, match=r"call `tx\.init\(params\)`"):
+        optax.tree.map_params(tx, lambda v: v, {})
+
+
+def test_tree_get_and_set_on_as_optax_state():
+    x = jnp.array([0.0, 1.0])
+    tx = flr.as_optax(flr.optim.Adam(0.1, mu_dtype=jnp.bfloat16))
+    state = tx.init(x)
+    assert optax.tree.get(state, "mu").dtype == jnp.bfloat16
+    assert optax.tree.get(state, "nu").dtype == jnp.float32
+    state = optax.tree.set(state, count=jnp.asarray(7, jnp.int32))
+    assert int(optax.tree.get(state, "count")) == 7
+    twin = optax.adam(0.1, mu_dtype=jnp.bfloat16)
+    twin_state = optax.tree.set(twin.init(x), count=jnp.asarray(7, jnp.int32))
+    ours = jax.jit(tx.update)(x, state, x)[0]
+    theirs = jax.jit(twin.update)(x, twin_state, x)[0]
+    np.testing.assert_array_equal(ours, theirs)
