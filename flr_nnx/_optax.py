@@ -40,8 +40,9 @@ def as_optax(opt: Optimizer, sign: Sign = "update") -> optax.GradientTransformat
       :class:`~flr_nnx.HookState`), with lazily created state discovered.
     - ``update(updates, state, params=None, **extra)`` returns optax-sign
       updates (to be added to the parameters). The loss is read from optax's
-      ``value=`` extra argument; the other extra arguments (e.g. ``grad=`` and
-      ``value_fn=`` of a line search) reach the hooks that name them (see
+      ``value=`` extra argument (or ``loss=``, as :class:`~flr_nnx.NNXOptimizer`
+      takes it); the other extra arguments (e.g. ``grad=`` and ``value_fn=``
+      of a line search) reach the hooks that name them (see
       :meth:`flr_nnx.optim.Optimizer.call_model`). Only float leaves are
       optimized; the updates of other leaves are zeros.
 
@@ -102,7 +103,8 @@ def as_optax(opt: Optimizer, sign: Sign = "update") -> optax.GradientTransformat
         else:
             param_keys, param_leaves, _ = flatten(params)
             flat_params = {k: p for k, p in zip(param_keys, param_leaves) if k in floats}
-        loss = extra.pop("value", Missing("loss", _NO_LOSS))
+        # `loss=` too: a train step written for NNXOptimizer passes it through nnx.Optimizer.
+        loss = extra.pop("value", extra.pop("loss", Missing("loss", _NO_LOSS)))
         extra = hook_extras(extra, updates, params, floats)
         steps, state = _engine.step(template, state, floats, flat_params, loss, extra)
         out = [

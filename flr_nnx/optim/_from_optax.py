@@ -64,7 +64,7 @@ class FromOptax(Optimizer):
 
         u = \sigma \cdot \mathrm{tx}(g), \quad \sigma = -1 \text{ for full optimizers, else } 1
 
-    The transformation sees the parameters as a :class:`ParamDict`, a dict keyed
+    The transformation sees the parameters as a ``ParamDict``, a dict keyed
     by parameter key (``('layers', 0, 'kernel')``) in the order of the
     gradients, so its state keeps optax's structure with field names and
     parameter paths: ``self.tx_state[0].mu[('layers', 0, 'kernel')]``, which the
