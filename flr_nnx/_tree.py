@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from flr_nnx._errors import StructureError
+from flr_nnx._errors import ArgumentError, StructureError
 from flr_nnx._optimizer import Key
 
 
@@ -71,6 +71,13 @@ def hook_extras(
         params: the parameters given to ``update`` (or ``None``).
         keys: the keys of the parameters the hooks optimize.
     """
+    clash = sorted(set(extra) & {"grads", "params", "loss"})
+    if clash:
+        raise ArgumentError(
+            f"update() got the extra argument {clash[0]}=, a name the hooks already take "
+            "from the bridge (the gradients, the parameters and the loss). Fix: pass the "
+            "gradients and parameters positionally and the loss as `value=`."
+        )
     keys = set(keys)
     structure = jax.tree.structure(updates)
     out: dict[str, Any] = {}

@@ -417,3 +417,24 @@ def test_tree_get_and_set_on_as_optax_state():
     ours = jax.jit(tx.update)(x, state, x)[0]
     theirs = jax.jit(twin.update)(x, twin_state, x)[0]
     np.testing.assert_array_equal(ours, theirs)
+
+
+def test_extra_argument_named_like_a_hook_argument_is_a_clear_error():
+    tx = flr.as_optax(flr.optim.Adam(0.1))
+    with pytest.raises(flr.ArgumentError, match=r"extra argument grads="):
+        tx.update(GRADS, tx.init(PARAMS), PARAMS, grads=GRADS)
+
+
+def test_loss_keyword_reaches_hooks_through_nnx_optimizer():
+    from flax import nnx
+
+    model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
+    x = jnp.ones((3, 2))
+    loss_fn = lambda m: (m(x) ** 2).mean()  # noqa: E731
+    ours = nnx.Optimizer(model, flr.as_optax(flr.optim.PolyakSGD(1.0)), wrt=nnx.Param)
+    twin_model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
+    theirs = nnx.Optimizer(twin_model, optax.polyak_sgd(1.0), wrt=nnx.Param)
+    for m, opt, key in ((model, ours, "loss"), (twin_model, theirs, "value")):
+        loss, grads = nnx.value_and_grad(loss_fn)(m)
+        opt.update(m, grads, **{key: loss})
+    np.testing.assert_allclose(model.kernel[...], twin_model.kernel[...], rtol=1e-6)
