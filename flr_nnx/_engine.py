@@ -45,6 +45,7 @@ from flr_nnx._errors import (
     TracerLeakError,
     describe,
 )
+from flr_nnx._mutation import MutationGuard
 from flr_nnx._optimizer import _ON_NEW_ATTRIBUTE, Key, Optimizer, call
 
 ATTR, ITEM, INDEX, FIELD, NODE = "attr", "item", "index", "field", "node"
@@ -259,7 +260,9 @@ class _Recorder:
         copied = _recording_copy(value)
         if copied is not value and isinstance(value, dict):
             self.replaced.append((container, step, value, copied))
-        self.records.append((container, step, walk(copied).arrays))
+        found = walk(copied)
+        # A Python number assigned first (`self.v[key] = 1.0`) is the entry's first value too.
+        self.records.append((container, step, {**found.arrays, **_scalars(found.statics)}))
         return copied
 
     def check_aliases(self) -> None:
@@ -578,6 +581,24 @@ def _check_leaks(opt: Optimizer, before: Mapping[int, Any], work: Any, where: st
 # init and step.
 
 
+def _guard(found: _Walk) -> MutationGuard:
+    classes = [k for k in found.kinds.values() if isinstance(k, type) and issubclass(k, Optimizer)]
+    return MutationGuard({format_path(p): v for p, v in found.statics.items()}, classes)
+
+
+def _check_unchanged(opt: Optimizer, changed: Sequence[str], where: str) -> None:
+    if not changed:
+        return
+    raise StateError(
+        f"A hook of {type(opt).__name__} changed `{changed[0]}`{_and_more(changed[1:])} during "
+        f"{where}: a Python object (or class attribute) that the engine neither copies nor "
+        "keeps as state. Under jit the change would happen once, while tracing, and your "
+        "object would be left changed; it has been put back. Fix: keep what changes on `self` "
+        "as JAX arrays (e.g. `self.lr = jnp.asarray(1.0)`; attributes and dicts of `self` are "
+        "optimizer state), or compute it from the step count."
+    )
+
+
 def _same_static(a: Any, b: Any) -> bool:
     if a is b:
         return True
@@ -612,6 +633,7 @@ def _discovery(opt: Optimizer, keys: tuple[Key, ...], found: dict[str, Any]) -> 
         work = rebuild(opt, {}, _RecordingDict)
         before = walk(work)
         known_tracers = _tracers(_unmanaged(work))
+        guard = _guard(before)
         _RECORDER.append(recorder)
         token = _ON_NEW_ATTRIBUTE.set(recorder.on_new_attribute)
         try:
@@ -619,11 +641,15 @@ def _discovery(opt: Optimizer, keys: tuple[Key, ...], found: dict[str, Any]) -> 
             loss = jnp.zeros((), jnp.float32)
             # optax's extra arguments are not known at init: stand-ins of their form.
             extra = {"grad": dict(grads), "value_fn": lambda _: loss}
-            updates = call(work, loss=loss, grads=grads, params=flat, **extra)
+            try:
+                updates = call(work, loss=loss, grads=grads, params=flat, **extra)
+                _check_leaks(opt, known_tracers, work, "init")
+            finally:
+                changed = guard.restore()
         finally:
             _ON_NEW_ATTRIBUTE.reset(token)
             _RECORDER.pop()
-        _check_leaks(opt, known_tracers, work, "init")
+        _check_unchanged(opt, changed, "init")
         recorder.check_aliases()
         check_updates(opt, updates, grads, flat)
         after = walk(work)
@@ -633,8 +659,11 @@ def _discovery(opt: Optimizer, keys: tuple[Key, ...], found: dict[str, Any]) -> 
         initial = []
         for path in paths:
             value = before.arrays.get(path, first.get(path, after.arrays[path]))
-            value = jnp.asarray(value)
+            value = _scalars(before.statics).get(path, value)
             final = after.arrays[path]
+            if not is_array(value):  # a Python number: the state's value everywhere
+                value = jnp.full(final.shape, value, final.dtype)
+            value = jnp.asarray(value)
             if value.shape != final.shape or value.dtype != final.dtype:
                 raise StateError(
                     f"{format_path(path)} starts as {describe(value)} but the first step turns "
@@ -650,6 +679,10 @@ def _discovery(opt: Optimizer, keys: tuple[Key, ...], found: dict[str, Any]) -> 
         return initial
 
     return discover
+
+
+def _scalars(statics: Mapping[Path, Any]) -> dict[Path, Any]:
+    return {p: v for p, v in statics.items() if isinstance(v, (bool, int, float, complex))}
 
 
 def _is_state(path: Path, value: Any, before: Mapping[Path, Any]) -> bool:
@@ -1086,8 +1119,13 @@ def step(
     work = rebuild(opt, values, kinds=dict(layout.containers))
     before = walk(work)
     known_tracers = _tracers(_unmanaged(work))
-    updates = _call_hooks(work, loss, dict(grads), params, extra or {})
-    _check_leaks(opt, known_tracers, work, "a step")
+    guard = _guard(before)
+    try:
+        updates = _call_hooks(work, loss, dict(grads), params, extra or {})
+        _check_leaks(opt, known_tracers, work, "a step")
+    finally:
+        changed = guard.restore()
+    _check_unchanged(opt, changed, "a step")
     updates = check_updates(opt, updates, grads, params)
     after = walk(work)
     _check_statics(before.statics, after.statics, "a step")
