@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from flr_nnx import _engine
+from flr_nnx._bridges import check_hook_optimizer, wrap_like_optax
 from flr_nnx._errors import Missing
 from flr_nnx._optimizer import Optimizer
 from flr_nnx._tree import flatten, is_float
@@ -51,14 +52,17 @@ def as_optax(opt: Optimizer) -> optax.GradientTransformationExtraArgs:
         >>> updates["w"]
         Array([-0.09999935, -0.09999935], dtype=float32)
     """
+    check_hook_optimizer(opt, "flr.as_optax")
     _engine.check_transient(opt)
     template = _engine.rebuild(opt, {})
 
     def init_fn(params: Any) -> _engine.HookState:
         keys, leaves, _ = flatten(params)
-        return _engine.init(
+        state = _engine.init(
             template, {k: jnp.asarray(v) for k, v in zip(keys, leaves) if is_float(v)}
         )
+        # Under nnx.Optimizer the parameters arrive as Variables: keep their metadata.
+        return wrap_like_optax(state, params)
 
     def update_fn(
         updates: Any, state: _engine.HookState, params: Any = None, **extra: Any
