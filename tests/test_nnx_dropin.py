@@ -98,7 +98,7 @@ def test_update_forwards_extra_arguments_as_nnx_optimizer_does():
 
     @nnx.jit
     def train_step(model, optimizer):
-        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        graphdef, _, rest = nnx.split(model, nnx.Param, ...)
 
         def value_fn(params):
             return loss_fn(nnx.merge(graphdef, params, rest))
