@@ -3,8 +3,9 @@
 A hook optimizer's state is every JAX array in its object tree; Python floats
 are compile-time constants. :func:`hyper` turns a hyperparameter into a
 (strongly typed) array so that it lives in the optimizer state: it can be read
-and assigned between steps without a recompile, through ``NNXOptimizer.opt``
-or, for ``as_optax`` state, with :func:`get_hyper` and :func:`set_hyper`.
+and assigned between steps without a recompile, with :func:`get_hyper` and
+:func:`set_hyper` on any holder (an ``NNXOptimizer``, an ``nnx.Optimizer`` running
+``as_optax``, an optax state) or through ``NNXOptimizer.opt``.
 """
 
 from __future__ import annotations

@@ -230,7 +230,9 @@ class NNXOptimizer(nnx.Optimizer[M]):
         hyperparameter (``optimizer.opt.learning_rate = 1e-4``) sets its Variable
         (cast to its dtype), so it takes effect at the next step without a
         recompile. Nested optimizers are views too
-        (``optimizer.opt.links[1].learning_rate``).
+        (``optimizer.opt.links[1].learning_rate``). A schedule reads as the
+        schedule; ``flr.get_hyper(optimizer, "learning_rate")`` gives the value
+        the next step uses.
 
         Raises:
             BridgeError: if this optimizer runs an optax transformation (it has
