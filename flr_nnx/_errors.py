@@ -53,7 +53,8 @@ class ArgumentError(HyperparameterError, TypeError):
     argument, or too many positional arguments.
 
     It is also a ``TypeError``, the exception Python raises for a bad call, so
-    code that catches either keeps working.
+    code that catches either keeps working. :class:`~flr_nnx.NNXOptimizer` raises
+    it too, for a call without ``wrt`` or an ``update`` without the model.
     """
 
 
@@ -149,3 +150,15 @@ class Missing:
     def __getitem__(self, key: Any) -> Missing:
         # ``params[key]`` is fine; using the result is the error.
         return self
+
+
+class BridgeError(FlrError, TypeError):
+    """A hook optimizer and an optax transformation were mixed up.
+
+    A hook optimizer was given where an optax transformation is expected
+    (``nnx.Optimizer``, ``optax.chain``, ``optax.MultiSteps``), an optax
+    transformation where a hook optimizer is expected (:func:`~flr_nnx.as_optax`),
+    or the two were swapped in :func:`flr_nnx.testing.assert_matches`. The
+    message names the function to use. It is also a ``TypeError``, as a wrong
+    argument type is in Python.
+    """

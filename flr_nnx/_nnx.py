@@ -15,9 +15,19 @@ from flax.nnx import filterlib
 from jax.sharding import NamedSharding, PartitionSpec
 
 from flr_nnx import _engine
+from flr_nnx._bridges import check_hook_optimizer, is_optax
 from flr_nnx._engine import ATTR, INDEX, ITEM, format_path
-from flr_nnx._errors import HyperparameterError, Missing, StateError, StructureError, describe
+from flr_nnx._errors import (
+    ArgumentError,
+    BridgeError,
+    HyperparameterError,
+    Missing,
+    StateError,
+    StructureError,
+    describe,
+)
 from flr_nnx._hyper import cast_like
+from flr_nnx._optax import as_optax
 from flr_nnx._optimizer import Optimizer
 from flr_nnx._tree import flatten, hook_extras, is_float
 from flr_nnx.optim._groups import variables_context
@@ -25,6 +35,7 @@ from flr_nnx.optim._groups import variables_context
 M = TypeVar("M")
 
 _NO_LOSS = "pass it to the update: `optimizer.update(model, grads, loss=loss)`."
+_MISSING: Any = object()  # an argument that was not passed (None is a valid value)
 
 
 class OptimizerSlot(nnx.OptState):
@@ -139,9 +150,9 @@ class NNXOptimizer(nnx.Optimizer[M]):
     def __init__(
         self,
         model: M,
-        opt: Optimizer,
+        opt: Optimizer | optax.GradientTransformation,
         *,
-        wrt: filterlib.Filter,
+        wrt: filterlib.Filter = _MISSING,  # type: ignore[assignment]
         graph: bool | None = None,
     ):
         """Creates the optimizer state for the parameters of ``model`` selected by ``wrt``.
@@ -149,17 +160,42 @@ class NNXOptimizer(nnx.Optimizer[M]):
         Args:
             model: an NNX module.
             opt: a hook optimizer (:class:`flr_nnx.optim.Optimizer`); it is copied,
-                and training never changes it.
+                and training never changes it. An optax transformation is
+                accepted too, and then everything is exactly what
+                ``nnx.Optimizer(model, opt, wrt=wrt, graph=graph)`` does: the same
+                ``opt_state`` (structure, Variable types, values), the same
+                updates, ``update``'s keyword arguments passed on to
+                ``opt.update``.
             wrt: which Variables to optimize, as in ``nnx.Optimizer`` (e.g.
-                ``nnx.Param``). Only float arrays are optimized.
+                ``nnx.Param``). Only float arrays are optimized. Required, as in
+                ``nnx.Optimizer``.
             graph: graph mode (``True``) or tree mode (``False``), as in
                 ``nnx.Optimizer``; ``None`` follows the current NNX setting.
+
+        Raises:
+            ArgumentError: if ``wrt`` is not given.
+            BridgeError: if ``opt`` is neither a hook optimizer nor an optax
+                transformation.
         """
+        if wrt is _MISSING:
+            raise ArgumentError(
+                f"NNXOptimizer(model, {type(opt).__name__}(...)): missing the keyword argument "
+                "`wrt`, which selects the Variables to train; nnx.Optimizer requires it too "
+                "(since Flax 0.11). Fix: pass wrt=nnx.Param, e.g. "
+                "`flr.NNXOptimizer(model, opt, wrt=nnx.Param)`."
+            )
+        if not isinstance(opt, Optimizer) and is_optax(opt):
+            nnx.Optimizer.__init__(self, model, opt, wrt=wrt, graph=graph)
+            self.hook_optimizer = None
+            self.layout = None
+            return
+        check_hook_optimizer(opt, "flr.NNXOptimizer")
         self.graph = graph
         self.wrt = wrt
         self.step = nnx.OptState(jnp.array(0, dtype=jnp.uint32))
         _engine.check_transient(opt)
         self.hook_optimizer = _engine.rebuild(opt, {})
+        self.tx = as_optax(self.hook_optimizer)
         variables = nnx.state(model, wrt, graph=graph)
         keys, leaves, _ = flatten(nnx.as_pure(variables))
         params = {k: v for k, v in zip(keys, leaves) if is_float(v)}
@@ -194,8 +230,23 @@ class NNXOptimizer(nnx.Optimizer[M]):
         hyperparameter (``optimizer.opt.learning_rate = 1e-4``) sets its Variable
         (cast to its dtype), so it takes effect at the next step without a
         recompile. Nested optimizers are views too
-        (``optimizer.opt.links[1].learning_rate``).
+        (``optimizer.opt.links[1].learning_rate``). A schedule reads as the
+        schedule; ``flr.get_hyper(optimizer, "learning_rate")`` gives the value
+        the next step uses.
+
+        Raises:
+            BridgeError: if this optimizer runs an optax transformation (it has
+                no hook optimizer to view; read ``opt_state``, or use
+                :func:`~flr_nnx.get_hyper`).
         """
+        if self.hook_optimizer is None:
+            raise BridgeError(
+                "optimizer.opt is the live view of a hook optimizer, but this NNXOptimizer "
+                f"runs an optax transformation ({type(self.tx).__name__}). Fix: read "
+                "`optimizer.opt_state` as with nnx.Optimizer, or use flr.get_hyper/"
+                "flr.set_hyper(optimizer, name, ...) for hyperparameters of flr.as_optax "
+                "transformations in it."
+            )
         return LiveView(self, self.hook_optimizer, ())
 
     def _hook_state(self) -> _engine.HookState:
@@ -204,24 +255,42 @@ class NNXOptimizer(nnx.Optimizer[M]):
             _engine.nest(self.layout.mirror, [slot.get_value() for slot in slots]), self.layout
         )
 
-    def update(self, model: M, grads: Any, /, *, loss: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
-        """Applies one step of the hook optimizer to ``model`` in place.
+    def update(  # type: ignore[override]
+        self, model: M, grads: Any = _MISSING, /, *, loss: Any = None, **kwargs: Any
+    ) -> Any:
+        """Applies one step of the optimizer to ``model`` in place.
 
         Args:
             model: the model whose parameters (selected by ``wrt``) are updated.
             grads: gradients, e.g. from ``nnx.grad`` (an ``nnx.State``).
             loss: the loss of this step, for optimizers that read it. optax's
-                ``value=`` keyword is accepted as an alias.
+                ``value=`` keyword is accepted as an alias. With an optax
+                transformation, it is passed on as ``value=`` (unless ``value=``
+                is given), as well as ``loss=``.
             **kwargs: optax's other extra arguments (``grad=``, ``value_fn=`` of a
-                line search, ...), passed to the hooks as
-                :meth:`~flr_nnx.optim.Optimizer.call_model` describes; ``value_fn``
-                is called with the parameters as ``nnx.Optimizer`` passes them
-                to optax (``nnx.as_pure(nnx.state(model, wrt))``).
+                line search, ...). A hook optimizer gets them as
+                :meth:`~flr_nnx.optim.Optimizer.call_model` describes, ``value_fn``
+                called with the parameters as ``nnx.Optimizer`` passes them to
+                optax (``nnx.as_pure(nnx.state(model, wrt))``); an optax
+                transformation gets them in ``tx.update``, as ``nnx.Optimizer`` does.
 
         Returns:
             The updates added to the parameters (optax sign), structured like
             ``nnx.state(model, wrt)``.
+
+        Raises:
+            ArgumentError: if called without the model (``update(grads)``).
         """
+        if grads is _MISSING:
+            raise ArgumentError(
+                "NNXOptimizer.update got only one positional argument: it takes "
+                "`update(model, grads)`, as nnx.Optimizer has since Flax 0.11 (the model is "
+                "no longer held by the optimizer). Fix: call `optimizer.update(model, grads)`."
+            )
+        if self.hook_optimizer is None:
+            if loss is not None:
+                kwargs = {"value": loss, **kwargs, "loss": loss}
+            return nnx.Optimizer.update(self, model, grads, **kwargs)
         if loss is None:
             loss = kwargs.pop("value", Missing("loss", _NO_LOSS))
         param_arrays = nnx.as_pure(nnx.state(model, self.wrt, graph=self.graph))

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from flr_nnx import _engine
+from flr_nnx._bridges import check_hook_optimizer, wrap_like_optax
 from flr_nnx._errors import HyperparameterError, Missing, StructureError
 from flr_nnx._optimizer import Optimizer
 from flr_nnx._tree import flatten, hook_extras, is_float
@@ -72,6 +73,7 @@ def as_optax(opt: Optimizer, sign: Sign = "update") -> optax.GradientTransformat
         >>> tx.update({"w": jnp.ones(2)}, tx.init(params), params)[0]["w"]
         Array([-0.09999934, -0.09999934], dtype=float32)
     """
+    check_hook_optimizer(opt, "flr.as_optax")
     if sign not in ("update", "gradient"):
         raise HyperparameterError(
             f"as_optax(sign={sign!r}): expected 'update' (return updates to add to the "
@@ -91,7 +93,8 @@ def as_optax(opt: Optimizer, sign: Sign = "update") -> optax.GradientTransformat
             template, {k: jnp.asarray(v) for k, v in zip(keys, leaves) if is_float(v)}
         )
         _LAYOUTS[_fingerprint(template)] = state.layout
-        return state
+        # Under nnx.Optimizer the parameters arrive as Variables: keep their metadata.
+        return wrap_like_optax(state, params)
 
     def update_fn(
         updates: Any, state: _engine.HookState, params: Any = None, **extra: Any

@@ -14,6 +14,7 @@ import jax
 
 from flr_nnx._errors import (
     ArgumentError,
+    BridgeError,
     HookError,
     TransientReadError,
     describe,
@@ -194,6 +195,41 @@ class Optimizer:
             if not name.startswith("_")
         )
         return f"{type(self).__name__}({fields})"
+
+    # optax's protocol, so that a hook optimizer given where an optax transformation
+    # is expected (nnx.Optimizer, optax.chain, optax.MultiSteps call `tx.init`) fails
+    # at once with the fix, instead of "object is not callable" deep inside optax.
+    def init(self, params: Any) -> Any:
+        """Refuses: a hook optimizer is not an optax transformation (see :meth:`update`).
+
+        Raises:
+            BridgeError: always, naming :func:`~flr_nnx.as_optax` and
+                :class:`~flr_nnx.NNXOptimizer`.
+        """
+        raise _not_optax(self, "init")
+
+    def update(self, *args: Any, **kwargs: Any) -> Any:
+        """Refuses: a hook optimizer is not an optax transformation.
+
+        ``nnx.Optimizer``, ``optax.chain`` and ``optax.MultiSteps`` call ``init``
+        and ``update`` of what they are given; a hook optimizer is used through
+        a bridge instead.
+
+        Raises:
+            BridgeError: always, naming :func:`~flr_nnx.as_optax` and
+                :class:`~flr_nnx.NNXOptimizer`.
+        """
+        raise _not_optax(self, "update")
+
+
+def _not_optax(opt: Optimizer, method: str) -> BridgeError:
+    name = type(opt).__name__
+    return BridgeError(
+        f"{name}.{method}() was called as if {name} were an optax transformation (by "
+        "nnx.Optimizer, optax.chain, optax.MultiSteps or similar), but it is a hook "
+        "optimizer. Fix: wrap it: flr.as_optax(opt), or use flr.NNXOptimizer(model, opt, "
+        "wrt=nnx.Param) instead of nnx.Optimizer."
+    )
 
 
 _CORE = frozenset({"loss", "grads", "params"})

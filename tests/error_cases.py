@@ -51,6 +51,12 @@ GROUPS = {
         "Built-in optimizers check their hyperparameters when constructed; every "
         "optimizer class reports bad arguments with its signature.",
     ),
+    "bridges": (
+        "A hook optimizer and an optax transformation are mixed up",
+        "A hook optimizer runs through a bridge (:class:`~flr_nnx.NNXOptimizer` or "
+        ":func:`~flr_nnx.as_optax`); an optax transformation is used directly. Each mix-up "
+        "names the function to use, and so do calls in the style of an older Flax.",
+    ),
     "leaks": (
         "A hook stores a traced value outside the optimizer",
         "Only ``self`` (its attributes, dicts, lists and sub-optimizers) is optimizer "
@@ -718,6 +724,85 @@ def tracer_leak_class_attribute():
             return grad
 
     flr.as_optax(Cached()).init({"w": jnp.ones(3)})
+
+
+# -- bridges ---------------------------------------------------------------------------
+
+
+@error_case(
+    "bridges",
+    "a hook optimizer is given to ``nnx.Optimizer``",
+    flr.BridgeError,
+    r"Adam\.init\(\) was called as if Adam were an optax transformation .*Fix: wrap it: "
+    r"flr\.as_optax\(opt\), or use flr\.NNXOptimizer",
+    also=(TypeError,),
+)
+def hook_optimizer_in_nnx_optimizer():
+    model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
+    nnx.Optimizer(model, flr.optim.Adam(1e-3), wrt=nnx.Param)
+
+
+@error_case(
+    "bridges",
+    "a hook optimizer is put in ``optax.chain`` (or ``optax.MultiSteps``)",
+    flr.BridgeError,
+    r"Adam\.init\(\) was called as if Adam were an optax transformation .*Fix: wrap it: "
+    r"flr\.as_optax\(opt\)",
+)
+def hook_optimizer_in_optax_chain():
+    tx = optax.chain(optax.clip_by_global_norm(1.0), flr.optim.Adam(1e-3))
+    tx.init({"w": jnp.ones(3)})
+
+
+@error_case(
+    "bridges",
+    "an optax transformation is given to ``as_optax``",
+    flr.BridgeError,
+    r"flr\.as_optax got an optax GradientTransformationExtraArgs, which is already an optax "
+    r"transformation.*Fix: use it directly .*or flr\.from_optax\(tx\) to put it in a hook Chain",
+)
+def optax_in_as_optax():
+    flr.as_optax(optax.adam(1e-3))
+
+
+@error_case(
+    "bridges",
+    "``assert_matches`` gets the optax transformation first and the hook optimizer second",
+    flr.BridgeError,
+    r"got an optax GradientTransformationExtraArgs as `opt` and the hook optimizer Adam as "
+    r"`tx`: the arguments are swapped\. Fix: pass the hook optimizer under test first",
+)
+def assert_matches_swapped():
+    params = {"w": jnp.ones(3)}
+    flr.testing.assert_matches(optax.adam(1e-3), flr.optim.Adam(1e-3), params)
+
+
+@error_case(
+    "bridges",
+    "``NNXOptimizer`` without ``wrt`` (required, as by ``nnx.Optimizer``)",
+    flr.ArgumentError,
+    r"NNXOptimizer\(model, Adam\(\.\.\.\)\): missing the keyword argument `wrt`.*"
+    r"Fix: pass wrt=nnx\.Param",
+    also=(TypeError,),
+)
+def nnx_optimizer_without_wrt():
+    model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
+    flr.NNXOptimizer(model, flr.optim.Adam(1e-3))
+
+
+@error_case(
+    "bridges",
+    "``update(grads)`` without the model, as before Flax 0.11",
+    flr.ArgumentError,
+    r"NNXOptimizer\.update got only one positional argument.*Fix: call "
+    r"`optimizer\.update\(model, grads\)`",
+    also=(TypeError,),
+)
+def update_without_model():
+    model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
+    optimizer = flr.NNXOptimizer(model, flr.optim.Adam(1e-3), wrt=nnx.Param)
+    grads = jax.tree.map(jnp.ones_like, nnx.state(model, nnx.Param))
+    optimizer.update(grads)
 
 
 # -- behaviours: deliberately not errors ----------------------------------------------

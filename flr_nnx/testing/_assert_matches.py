@@ -13,7 +13,8 @@ import optax
 from flax import nnx
 from flax.nnx import filterlib
 
-from flr_nnx._errors import FlrError, HyperparameterError
+from flr_nnx._bridges import is_optax, optax_name
+from flr_nnx._errors import BridgeError, FlrError, HyperparameterError, describe
 from flr_nnx._nnx import NNXOptimizer
 from flr_nnx._optax import as_optax
 from flr_nnx._optimizer import Key, Optimizer
@@ -362,6 +363,29 @@ def _check_args(bridge: Any, steps: int, rtol: float, atol: float) -> None:
         )
 
 
+def _check_sides(opt: Any, tx: Any) -> None:
+    """The hook optimizer comes first and the optax reference second; say so when not."""
+    if isinstance(tx, Optimizer) and is_optax(opt):
+        raise BridgeError(
+            f"assert_matches(opt, tx, ...) got {optax_name(opt)} as `opt` and the hook "
+            f"optimizer {type(tx).__name__} as `tx`: the arguments are swapped. Fix: pass the "
+            "hook optimizer under test first and its optax twin second: "
+            "`flr.testing.assert_matches(hook_opt, optax_tx, params)`."
+        )
+    if not isinstance(opt, Optimizer):
+        raise BridgeError(
+            f"assert_matches(opt, tx, ...) got {describe(opt)} as `opt`; expected the hook "
+            "optimizer under test (a flr.optim.Optimizer). Fix: pass it first, e.g. "
+            "`flr.testing.assert_matches(flr.optim.Adam(1e-3), optax.adam(1e-3), params)`."
+        )
+    if not is_optax(tx):
+        raise BridgeError(
+            f"assert_matches(opt, tx, ...) got {describe(tx)} as `tx`; expected the optax "
+            "transformation to compare with. Fix: pass an optax transformation (a hook "
+            "optimizer as the reference: flr.as_optax(reference))."
+        )
+
+
 def assert_matches(
     opt: Optimizer,
     tx: optax.GradientTransformation,
@@ -423,6 +447,8 @@ def assert_matches(
         MismatchError: at the first step and parameter where the two sides
             part (or where their update dtypes or structures differ). It is an
             ``AssertionError`` and a :class:`flr_nnx.FlrError`.
+        BridgeError: if ``opt`` is not a hook optimizer or ``tx`` not an optax
+            transformation (e.g. the two swapped).
 
     Example:
         >>> import jax.numpy as jnp, optax
@@ -438,6 +464,7 @@ def assert_matches(
         0 ('b',) 0.5
     """
     _check_args(bridge, steps, rtol, atol)
+    _check_sides(opt, tx)
     case = _Case(opt, tx, params, bridge, wrt, grads_fn, value_fn, extra_args)
     hook, ref = _run_cases([case], steps).outputs[0]
     return _compare(opt, hook, ref, bridge, rtol, atol)
