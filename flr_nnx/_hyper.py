@@ -206,7 +206,7 @@ def _optax_state(holder: Any) -> Any:
 
 def _hook_optimizer(holder: Any) -> Any:
     """The hook optimizer run natively by ``holder`` (a flr.NNXOptimizer), or None."""
-    return getattr(holder, "hook_optimizer", None) if isinstance(holder, nnx.Optimizer) else None
+    return getattr(holder, "_template", None) if isinstance(holder, nnx.Optimizer) else None
 
 
 # -- NNXOptimizer with a hook optimizer: state in its slots, the rest in the optimizer
@@ -219,7 +219,7 @@ def _slots(holder: Any) -> dict[tuple[Any, ...], Any]:
 
 def _static(holder: Any, parts: tuple[Any, ...]) -> Any:
     """The Python value at ``parts`` in the hook optimizer (a constant or a schedule)."""
-    node = holder.hook_optimizer
+    node = holder._template
     for part in parts:
         if isinstance(node, Optimizer) and isinstance(part, str):
             node = vars(node).get(part, _ABSENT)
@@ -263,7 +263,7 @@ def _nnx_get(holder: Any, parts: tuple[Any, ...]) -> Any:
     if isinstance(value, (int, float, complex, bool)) and not isinstance(value, Optimizer):
         return value
     raise HyperparameterError(
-        f"{type(holder.hook_optimizer).__name__} has no hyperparameter {text!r}; its live "
+        f"{type(holder._template).__name__} has no hyperparameter {text!r}; its live "
         f"(scalar state) entries are {_nnx_names(holder)}. Fix: use one of those names, "
         "dotted for nested optimizers (e.g. 'links.1.learning_rate'), or the name of a "
         "float or schedule attribute."
@@ -285,7 +285,7 @@ def _nnx_set(holder: Any, parts: tuple[Any, ...], value: Any) -> Any:
             "`flr.optim.Adam(flr.hyper(1e-3))`)."
         )
     raise HyperparameterError(
-        f"No live hyperparameter {text!r} in {type(holder.hook_optimizer).__name__}; its live "
+        f"No live hyperparameter {text!r} in {type(holder._template).__name__}; its live "
         f"entries are {_nnx_names(holder)}. Fix: use one of those names (dotted for nested "
         "optimizers), or construct the optimizer with flr.hyper(value) for it."
     )

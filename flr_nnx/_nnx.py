@@ -186,7 +186,7 @@ class NNXOptimizer(nnx.Optimizer[M]):
             )
         if not isinstance(opt, Optimizer) and is_optax(opt):
             nnx.Optimizer.__init__(self, model, opt, wrt=wrt, graph=graph)
-            self.hook_optimizer = None
+            self._template = None
             self.layout = None
             return
         check_hook_optimizer(opt, "flr.NNXOptimizer")
@@ -194,8 +194,8 @@ class NNXOptimizer(nnx.Optimizer[M]):
         self.wrt = wrt
         self.step = nnx.OptState(jnp.array(0, dtype=jnp.uint32))
         _engine.check_transient(opt)
-        self.hook_optimizer = _engine.rebuild(opt, {})
-        self.tx = as_optax(self.hook_optimizer)
+        self._template = _engine.rebuild(opt, {})
+        self.tx = as_optax(self._template)
         variables = nnx.state(model, wrt, graph=graph)
         keys, leaves, _ = flatten(nnx.as_pure(variables))
         params = {k: v for k, v in zip(keys, leaves) if is_float(v)}
@@ -207,7 +207,7 @@ class NNXOptimizer(nnx.Optimizer[M]):
             if sharding is not None:
                 shardings[key] = sharding
         with variables_context(by_key):
-            state = _engine.init(self.hook_optimizer, params, shardings)
+            state = _engine.init(self._template, params, shardings)
         self.layout = state.layout
         slots = []
         for value, owner in zip(state.leaves(), state.layout.param_of, strict=True):
@@ -219,6 +219,18 @@ class NNXOptimizer(nnx.Optimizer[M]):
                     metadata = _slot_metadata(var)
             slots.append(OptimizerSlot(value, **metadata))
         self.opt_state = nnx.data(_engine.nest(state.layout.mirror, slots))
+
+    @property
+    def hook_optimizer(self) -> Any:
+        """The hook optimizer: the same live view as :attr:`opt`.
+
+        Not the object itself: an assignment to it between steps would take
+        effect eagerly and be silently ignored under ``nnx.jit``. Through the
+        view, a live hyperparameter (:func:`flr_nnx.hyper`) is set in the state
+        and a Python value is a :class:`~flr_nnx.HyperparameterError`. ``None``
+        when this optimizer runs an optax transformation.
+        """
+        return None if self._template is None else self.opt
 
     @property
     def opt(self) -> Any:
@@ -239,7 +251,7 @@ class NNXOptimizer(nnx.Optimizer[M]):
                 no hook optimizer to view; read ``opt_state``, or use
                 :func:`~flr_nnx.get_hyper`).
         """
-        if self.hook_optimizer is None:
+        if self._template is None:
             raise BridgeError(
                 "optimizer.opt is the live view of a hook optimizer, but this NNXOptimizer "
                 f"runs an optax transformation ({type(self.tx).__name__}). Fix: read "
@@ -247,7 +259,7 @@ class NNXOptimizer(nnx.Optimizer[M]):
                 "flr.set_hyper(optimizer, name, ...) for hyperparameters of flr.as_optax "
                 "transformations in it."
             )
-        return LiveView(self, self.hook_optimizer, ())
+        return LiveView(self, self._template, ())
 
     def _hook_state(self) -> _engine.HookState:
         slots = _engine.unnest(self.layout.mirror, self.opt_state)
@@ -287,7 +299,7 @@ class NNXOptimizer(nnx.Optimizer[M]):
                 "`update(model, grads)`, as nnx.Optimizer has since Flax 0.11 (the model is "
                 "no longer held by the optimizer). Fix: call `optimizer.update(model, grads)`."
             )
-        if self.hook_optimizer is None:
+        if self._template is None:
             if loss is not None:
                 kwargs = {"value": loss, **kwargs, "loss": loss}
             return nnx.Optimizer.update(self, model, grads, **kwargs)
@@ -311,7 +323,7 @@ class NNXOptimizer(nnx.Optimizer[M]):
         extra = hook_extras(extra, grad_arrays, param_arrays, flat_grads)
         with variables_context(by_key):
             steps, new_state = _engine.step(
-                self.hook_optimizer, self._hook_state(), flat_grads, flat_params, loss, extra
+                self._template, self._hook_state(), flat_grads, flat_params, loss, extra
             )
         updates = treedef.unflatten(
             [-steps[k] if k in steps else jnp.zeros_like(p) for k, p in zip(keys, params)]

@@ -142,3 +142,35 @@ def test_reading_shared_python_objects_is_fine():
     tx = flr.as_optax(Reads())
     updates, _ = jax.jit(tx.update)(GRADS, tx.init(PARAMS), PARAMS)
     np.testing.assert_allclose(updates["w"], -GRADS["w"])
+
+
+def _train(optimizer, model, steps=2):
+    x = jnp.ones((3, 2))
+
+    @nnx.jit
+    def step(model, optimizer):
+        loss, grads = nnx.value_and_grad(lambda m: (m(x) ** 2).mean())(model)
+        optimizer.update(model, grads, loss=loss)
+
+    for _ in range(steps):
+        step(model, optimizer)
+
+
+def test_assigning_through_hook_optimizer_sets_live_state_or_refuses():
+    model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
+    optimizer = flr.NNXOptimizer(model, flr.optim.SGD(0.1), wrt=nnx.Param)
+    with pytest.raises(flr.HyperparameterError, match=r"flr\.hyper"):
+        optimizer.hook_optimizer.learning_rate = 0.0
+    live = flr.NNXOptimizer(model, flr.optim.SGD(flr.hyper(0.1)), wrt=nnx.Param)
+    _train(live, model, 1)
+    live.hook_optimizer.learning_rate = 0.0  # takes effect under nnx.jit
+    before = model.kernel[...]
+    _train(live, model, 2)
+    np.testing.assert_array_equal(model.kernel[...], before)
+    assert flr.NNXOptimizer(model, optax_sgd(), wrt=nnx.Param).hook_optimizer is None
+
+
+def optax_sgd():
+    import optax
+
+    return optax.sgd(0.1)
