@@ -361,6 +361,9 @@ class Layout(NamedTuple):
         statics: static attributes created by hooks, to recreate at each step.
         containers: containers created by hooks (their paths and types), so a
             namedtuple or pytree node a hook created is rebuilt as one.
+        hypers: live hyperparameters (made with ``flr_nnx.hyper``, only read by
+            the hooks): their paths and the class name of the optimizer holding
+            them, whose constructor checks apply when they are set.
     """
 
     paths: tuple[Path, ...]
@@ -369,6 +372,7 @@ class Layout(NamedTuple):
     param_of: tuple[int, ...]
     statics: tuple[tuple[Path, Any], ...]
     containers: tuple[tuple[Path, Any], ...] = ()
+    hypers: tuple[tuple[Path, str], ...] = ()
 
 
 def _mirror(path: Path) -> tuple[Any, ...]:
@@ -676,9 +680,27 @@ def _discovery(opt: Optimizer, keys: tuple[Key, ...], found: dict[str, Any]) -> 
         found["containers"] = tuple((p, k) for p, k in after.kinds.items() if p not in before.kinds)
         found["paths"] = paths
         found["statics"] = new_statics
+        found["hypers"] = tuple(
+            (p, _owner_name(work, p))
+            for p in paths
+            if p in before.arrays and after.arrays[p] is before.arrays[p]
+        )
         return initial
 
     return discover
+
+
+def _owner_name(root: Any, path: Path) -> str:
+    """The class name of the optimizer whose attribute ``path`` is, or ``""``."""
+    node = root
+    for kind, name in path[:-1]:
+        if kind == ATTR:
+            node = vars(node).get(name)
+        elif kind in (ITEM, INDEX) and isinstance(node, (dict, list, tuple)):
+            node = node[name]
+        else:
+            return ""
+    return type(node).__name__ if isinstance(node, Optimizer) and path[-1][0] == ATTR else ""
 
 
 def _scalars(statics: Mapping[Path, Any]) -> dict[Path, Any]:
@@ -741,7 +763,7 @@ def init(
         shardings = _spread_shardings(params)
     grouped = _init_grouped(opt, params, shardings) if is_elementwise(opt) else None
     if grouped is not None:
-        paths, initial, statics, containers = grouped
+        paths, initial, statics, containers, hypers = grouped
     else:
         found: dict[str, Any] = {}
         discover = _discovery(opt, keys, found)
@@ -757,6 +779,7 @@ def init(
         else:
             initial = jax.jit(discover)(values)
         paths, statics, containers = found["paths"], found["statics"], found["containers"]
+        hypers = found["hypers"]
     mirror = tuple(_mirror(p) for p in paths)
     index = {k: i for i, k in enumerate(keys)}
     layout = Layout(
@@ -766,6 +789,7 @@ def init(
         param_of=tuple(_param_of(p, index) for p in paths),
         statics=statics,
         containers=containers,
+        hypers=hypers,
     )
     tree = nest(mirror, initial, paths)
     _check_sortable(tree)
@@ -826,7 +850,7 @@ class _NotUniform(Exception):
 
 def _init_grouped(
     opt: Optimizer, params: Mapping[Key, Any], shardings: Mapping[Key, Any]
-) -> tuple[tuple[Path, ...], list[Any], tuple[Any, ...], tuple[Any, ...]] | None:
+) -> tuple[tuple[Path, ...], list[Any], tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]] | None:
     """Discovery on one parameter per shape and dtype, or None where it cannot apply.
 
     Tracing a step costs Python time for every parameter, about 20x what
@@ -891,6 +915,7 @@ def _init_grouped(
         initial,
         tuple((p[0], found["statics"][p[1]][1]) for p in statics),
         tuple((p[0], found["containers"][p[1]][1]) for p in containers),
+        found["hypers"],
     )
 
 

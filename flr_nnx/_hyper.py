@@ -10,7 +10,7 @@ and assigned between steps without a recompile, with :func:`get_hyper` and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -102,6 +102,15 @@ def cast_like(value: Any, old: Any, where: str) -> jax.Array:
             f"{where} holds a live hyperparameter (an array); it cannot become a schedule. "
             "Fix: assign a number, or construct the optimizer with the schedule instead."
         )
+    if (
+        jnp.issubdtype(old.dtype, jnp.integer)
+        and _concrete_number(value)
+        and not float(np.asarray(value)).is_integer()
+    ):
+        raise HyperparameterError(
+            f"{where} is integer state ({old.dtype}); got {describe(value)}, which it would "
+            f"truncate to {int(np.asarray(value))}. Fix: assign an integer."
+        )
     new = jnp.asarray(value, dtype=old.dtype)
     if new.shape != old.shape:
         raise HyperparameterError(
@@ -117,6 +126,52 @@ def cast_like(value: Any, old: Any, where: str) -> jax.Array:
         # No public API makes a weak array of a given dtype; this one keeps the placement.
         new = _convert_element_type(new, old.dtype, weak_type=True)
     return new
+
+
+# The constructors' checks of hyperparameters, by optimizer class name and attribute
+# (registered by `flr_nnx.optim.check_hyper`), applied again when a live one is set.
+_CHECKS: dict[tuple[str, str], Callable[[Any], None]] = {}
+
+
+def register_check(optimizer: str, name: str, check: Callable[[Any], None]) -> None:
+    """Remembers how ``optimizer``'s constructor checks hyperparameter ``name``."""
+    _CHECKS[(optimizer, name)] = check
+
+
+def check_assignment(layout: Any, path: Any, value: Any, where: str) -> None:
+    """A value set into state at ``path`` passes the checks its constructor applies."""
+    owner = dict(layout.hypers).get(path)
+    check = _CHECKS.get((owner, path[-1][1])) if owner else None
+    if check is not None and _concrete_number(value):
+        try:
+            check(float(np.asarray(value)))
+        except HyperparameterError as error:
+            raise HyperparameterError(f"{where}: {error}") from None
+
+
+def _concrete_number(value: Any) -> bool:
+    if isinstance(value, jax.core.Tracer):
+        return False
+    return np.ndim(value) == 0 and np.issubdtype(np.asarray(value).dtype, np.number)
+
+
+def _require_hyper(layout: Any, path: Any, text: str) -> None:
+    """set_hyper sets hyperparameters only, not state the hooks update."""
+    if path not in dict(layout.hypers):
+        raise HyperparameterError(
+            f"{text!r} is optimizer state that the hooks update at every step (a step count, "
+            "a moment, ...), not a live hyperparameter, so set_hyper does not set it. Fix: "
+            "construct the optimizer with flr.hyper(value) for a hyperparameter you want to "
+            "change; to overwrite state itself, use optax.tree.set on an optax state or "
+            "assign `optimizer.opt.<name>` on a flr.NNXOptimizer."
+        )
+
+
+def _path_of(layout: Any, parts: tuple[Any, ...]) -> Any:
+    for path, mirror in zip(layout.paths, layout.mirror, strict=True):
+        if mirror == parts:
+            return path
+    return None
 
 
 def _concrete(value: Any) -> bool:
@@ -275,6 +330,9 @@ def _nnx_set(holder: Any, parts: tuple[Any, ...], value: Any) -> Any:
     slot = _slots(holder).get(parts)
     private = any(isinstance(part, str) and part.startswith("_") for part in parts)
     if slot is not None and not private and np.ndim(slot.get_value()) == 0:
+        path = _path_of(holder.layout, parts)
+        _require_hyper(holder.layout, path, text)
+        check_assignment(holder.layout, path, value, f"Hyperparameter {text!r}")
         slot.set_value(cast_like(value, slot.get_value(), f"Hyperparameter {text!r}"))
         return holder
     if not private and _static(holder, parts) is not _ABSENT:
@@ -375,6 +433,9 @@ def set_hyper(holder: Any, name: HyperName, value: Any) -> Any:
     state = _optax_state(holder)
     found, parts = _holder(state, name)
     where = f"Hyperparameter {'.'.join(map(str, parts))!r}"
+    path = _path_of(found.layout, parts)
+    _require_hyper(found.layout, path, ".".join(map(str, parts)))
+    check_assignment(found.layout, path, value, where)
     current = _lookup(found.tree, parts)
     if isinstance(current, nnx.Variable):  # nnx.Optimizer's state: in place
         current.set_value(cast_like(value, current.get_value(), where))

@@ -26,7 +26,7 @@ from flr_nnx._errors import (
     StructureError,
     describe,
 )
-from flr_nnx._hyper import cast_like
+from flr_nnx._hyper import cast_like, check_assignment
 from flr_nnx._optax import as_optax
 from flr_nnx._optimizer import Optimizer
 from flr_nnx._tree import flatten, hook_extras, is_float
@@ -379,6 +379,7 @@ class LiveView:
         where = format_path(path)
         slot = self._slots().get(path)
         if slot is not None:
+            check_assignment(self._owner.layout, path, value, where)
             slot.set_value(cast_like(value, slot.get_value(), where))
             return
         if name in vars(self._node) or path in self._statics():

@@ -387,11 +387,12 @@ def _check_model_grads(opt: Optimizer, grads: Any, known: Mapping[Key, Any]) -> 
                 "array. Fix: return JAX arrays as gradients."
             )
         expected = tuple(known[key].shape)
-        if tuple(grad.shape) != expected:
+        if tuple(grad.shape) != expected or grad.dtype != known[key].dtype:
             raise HookError(
                 f"{where} returned {describe(grad)} for parameter {key}; expected shape "
-                f"{expected} (that of its gradient). Fix: keep each gradient's shape, and "
-                "avoid broadcasting it against state of another shape."
+                f"{expected} and dtype {known[key].dtype} (those of its gradient). Fix: keep "
+                "each gradient's shape and dtype (e.g. `.astype(grad.dtype)`), and avoid "
+                "broadcasting it against state of another shape."
             )
 
 

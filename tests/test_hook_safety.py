@@ -174,3 +174,51 @@ def optax_sgd():
     import optax
 
     return optax.sgd(0.1)
+
+
+# -- Live hyperparameters are set with the constructor's checks; state is not a hyperparameter.
+
+
+def _holders():
+    tx = flr.as_optax(flr.optim.Adam(flr.hyper(0.1)))
+    model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
+    return tx.init(PARAMS), flr.NNXOptimizer(model, flr.optim.Adam(flr.hyper(0.1)), wrt=nnx.Param)
+
+
+def test_setters_apply_the_constructors_checks():
+    state, optimizer = _holders()
+    with pytest.raises(flr.HyperparameterError, match=r"Adam\(learning_rate=-1\.0\): expected"):
+        flr.set_hyper(state, "learning_rate", -1.0)
+    with pytest.raises(flr.HyperparameterError, match=r"Adam\(learning_rate=-1\.0\): expected"):
+        flr.set_hyper(optimizer, "learning_rate", -1.0)
+    with pytest.raises(flr.HyperparameterError, match=r"Adam\(learning_rate=-1\.0\): expected"):
+        optimizer.opt.learning_rate = -1.0
+    assert float(flr.get_hyper(optimizer, "learning_rate")) == pytest.approx(0.1)
+    assert float(flr.get_hyper(flr.set_hyper(state, "learning_rate", 0.5), "learning_rate")) == 0.5
+
+
+def test_set_hyper_refuses_state_the_hooks_update():
+    state, optimizer = _holders()
+    for holder in (state, optimizer):
+        with pytest.raises(flr.HyperparameterError, match=r"'count' is optimizer state"):
+            flr.set_hyper(holder, "count", 3)
+
+
+def test_integer_state_refuses_a_fraction():
+    _, optimizer = _holders()
+    with pytest.raises(flr.HyperparameterError, match=r"truncate to 5"):
+        optimizer.opt.count = 5.7
+    optimizer.opt.count = 5
+    assert int(optimizer.opt.count) == 5
+
+
+def test_call_model_changing_a_gradients_dtype_is_a_hook_error():
+    class Casts(flr.optim.Optimizer):
+        def call_model(self, grads, **_):
+            return {k: g.astype(jnp.bfloat16) for k, g in grads.items()}
+
+        def call_param(self, key, grad, **_):
+            return grad.astype(jnp.float32)
+
+    with pytest.raises(flr.HookError, match=r"expected shape \(2,\) and dtype float32"):
+        flr.as_optax(Casts()).init(PARAMS)

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import optax
 
 from flr_nnx._errors import HyperparameterError
+from flr_nnx._hyper import register_check
 
 ScalarOrSchedule = float | jax.Array | Callable[[jax.Array], Any]
 
@@ -57,7 +58,19 @@ def check_hyper(
     high_inclusive: bool = False,
     optimizer: str,
 ) -> None:
-    """Validates a scalar hyperparameter at construction (schedules and arrays are skipped)."""
+    """Validates a scalar hyperparameter at construction (schedules and arrays are skipped).
+
+    The check is remembered for ``optimizer``'s ``name``: a live hyperparameter
+    (:func:`flr_nnx.hyper`) set later through ``flr.set_hyper`` or
+    ``optimizer.opt`` passes it too.
+    """
+    register_check(
+        optimizer,
+        name,
+        lambda v: check_hyper(
+            name, v, low=low, high=high, high_inclusive=high_inclusive, optimizer=optimizer
+        ),
+    )
     if callable(value) or not isinstance(value, (int, float)) or isinstance(value, bool):
         return
     too_high = high is not None and (value > high if high_inclusive else value >= high)
