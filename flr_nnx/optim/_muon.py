@@ -141,7 +141,10 @@ class Muon(Optimizer):
     ``optax.contrib.muon`` under ``jit`` on CPU with one matrix; with several, XLA
     rewrites optax's bias-correction divisions as reciprocal multiplications in a
     way that depends on the whole program, and Newton–Schulz amplifies that last
-    bit: updates agree within ~3e-5 of their scale (measured over 50 steps).
+    bit: updates agree within 1e-4 of their scale per step (measured: at most
+    7.6e-5 over 20 steps, ~5e-5 from the first step, with matrices of shapes
+    16x32, 32x8, 24x24 and a stacked 3x16x12 parameter in one ``jit``;
+    ``tests/test_muon.py``).
 
     Args:
         learning_rate: :math:`\eta`, a float or a schedule (a callable of the step count).
