@@ -5,6 +5,7 @@ from flr_nnx import testing as testing
 from flr_nnx._engine import HookState as HookState
 from flr_nnx._errors import ArgumentError as ArgumentError
 from flr_nnx._errors import BridgeError as BridgeError
+from flr_nnx._errors import ComplexParameterError as ComplexParameterError
 from flr_nnx._errors import FlrError as FlrError
 from flr_nnx._errors import HookError as HookError
 from flr_nnx._errors import HyperparameterError as HyperparameterError

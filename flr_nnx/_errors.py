@@ -62,6 +62,15 @@ class TracerLeakError(FlrError, RuntimeError):
     """A hook stored a traced value somewhere the engine does not manage."""
 
 
+class ComplexParameterError(FlrError, ValueError):
+    """A complex parameter reached a step that is not defined for complex numbers.
+
+    For example clipping (complex numbers have no order), or a real ``mu_dtype``
+    that would silently drop the imaginary part of a complex moment. It is a
+    ``ValueError``, as optax's own refusals of complex numbers are.
+    """
+
+
 # Spellings of the same hyperparameter across libraries and papers.
 _SYNONYMS = [
     {"lr", "learning_rate", "eta", "η", "step_size", "alpha"},

@@ -57,6 +57,12 @@ GROUPS = {
         ":func:`~flr_nnx.as_optax`); an optax transformation is used directly. Each mix-up "
         "names the function to use, and so do calls in the style of an older Flax.",
     ),
+    "complex": (
+        "A complex parameter meets a step with no complex answer",
+        "The built-ins treat complex parameters as optax does (:math:`|g|^2` via "
+        "``flr.optim.abs_sq``). Where optax raises for complex numbers or silently drops "
+        "their imaginary part, they raise instead, naming the parameter.",
+    ),
     "leaks": (
         "A hook stores a traced value outside the optimizer",
         "Only ``self`` (its attributes, dicts, lists and sub-optimizers) is optimizer "
@@ -846,3 +852,30 @@ def non_float_leaves_left_alone():
     grads = jax.grad(lambda p: (p["w"] ** 2).sum(), allow_int=True)(params)
     updates, state = tx.update(grads, state, params)
     assert updates["step"].dtype == jax.dtypes.float0
+
+
+# -- complex parameters --------------------------------------------------------------
+
+
+@error_case(
+    "complex",
+    "``Clip`` on a complex parameter (``optax.clip`` raises too: no order to clip by)",
+    flr.ComplexParameterError,
+    r"Clip: parameter \('z',\) is complex64, but complex numbers have no order.*Fix:",
+    also=(ValueError,),
+)
+def clip_complex():
+    tx = flr.as_optax(flr.optim.Clip(1.0))
+    tx.init({"z": jnp.ones(3, jnp.complex64)})
+
+
+@error_case(
+    "complex",
+    "a real ``mu_dtype`` for a complex parameter (optax keeps only the real part)",
+    flr.ComplexParameterError,
+    r"Adam\(mu_dtype=bfloat16\): parameter \('z',\) is complex64.*drop the imaginary.*Fix:",
+    also=(ValueError,),
+)
+def real_moment_of_complex_parameter():
+    tx = flr.as_optax(flr.optim.Adam(1e-3, mu_dtype=jnp.bfloat16))
+    tx.init({"z": jnp.ones(3, jnp.complex64)})

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import optax
 
 from flr_nnx._optimizer import Optimizer
-from flr_nnx.optim._common import ScalarOrSchedule, check_hyper, scale, value_at
+from flr_nnx.optim._common import ScalarOrSchedule, abs_sq, check_hyper, scale, value_at
 
 
 class AdaBelief(Optimizer):
@@ -89,7 +89,7 @@ class AdaBelief(Optimizer):
             self.nu[key] = jnp.zeros_like(grad)
         mu = (1 - self.b1) * grad + self.b1 * self.mu[key]
         belief = grad - mu
-        nu = (1 - self.b2) * belief**2 + self.b2 * self.nu[key]
+        nu = (1 - self.b2) * abs_sq(belief) + self.b2 * self.nu[key]
         nu = nu + self.eps_root
         if self.nesterov:
             mu_hat = self.b1 * (mu / self.bc1_next.astype(mu.dtype)) + (1 - self.b1) * (

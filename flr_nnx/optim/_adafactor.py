@@ -9,7 +9,14 @@ import numpy as np
 import optax
 
 from flr_nnx._optimizer import Optimizer
-from flr_nnx.optim._common import ScalarOrSchedule, check_hyper, scale, value_at
+from flr_nnx.optim._common import (
+    ScalarOrSchedule,
+    abs_sq,
+    check_complex_state,
+    check_hyper,
+    scale,
+    value_at,
+)
 from flr_nnx.optim._mask import Mask, MaskLike
 
 
@@ -141,7 +148,7 @@ class Adafactor(Optimizer):
     def call_param(self, key, grad, param):
         dims = self.factored_dims(grad.shape)
         decay_t, dtype = self.decay_t, param.dtype
-        grad_sqr = grad * grad + self.eps
+        grad_sqr = abs_sq(grad) + self.eps
         if dims is not None:
             d1, d0 = dims
             if key not in self.v_row:
@@ -164,13 +171,16 @@ class Adafactor(Optimizer):
             self.v[key] = v
             update = grad * v**-0.5
         if self.clipping_threshold is not None:
-            rms = jnp.sqrt(jnp.mean(update * update))
+            rms = jnp.sqrt(jnp.mean(abs_sq(update)))
             update = update / jnp.maximum(1.0, rms / self.clipping_threshold)
         if self.learning_rate is not None:
             update = scale(self.lr_t, update)
         if self.multiply_by_parameter_scale:
             update = update * optax.safe_root_mean_squares(param, 1e-3)
         if self.momentum is not None:
+            check_complex_state(
+                type(self).__name__, key, grad, self.dtype_momentum, "dtype_momentum"
+            )
             if key not in self.ema:
                 self.ema[key] = jnp.zeros_like(grad, dtype=self.dtype_momentum)
             update = (1 - self.momentum) * update + self.momentum * self.ema[key]

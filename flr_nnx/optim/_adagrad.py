@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from flr_nnx._optimizer import Optimizer
 from flr_nnx.optim._common import (
     ScalarOrSchedule,
+    abs_sq,
     advance,
     check_hyper,
     needs_count,
@@ -73,7 +74,7 @@ class Adagrad(Optimizer):
     def call_param(self, key, grad, **_):
         if key not in self.sum_of_squares:
             self.sum_of_squares[key] = jnp.full_like(grad, self.initial_accumulator_value)
-        total = grad * grad + self.sum_of_squares[key]
+        total = abs_sq(grad) + self.sum_of_squares[key]
         self.sum_of_squares[key] = total
         inv_sqrt = jnp.where(total > 0, jax.lax.rsqrt(total + self.eps), 0.0)
         return scale(self.lr_t, inv_sqrt * grad).astype(grad.dtype)

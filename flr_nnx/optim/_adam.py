@@ -8,7 +8,14 @@ import jax.numpy as jnp
 import optax
 
 from flr_nnx._optimizer import Optimizer
-from flr_nnx.optim._common import ScalarOrSchedule, check_hyper, scale, value_at
+from flr_nnx.optim._common import (
+    ScalarOrSchedule,
+    abs_sq,
+    check_complex_state,
+    check_hyper,
+    scale,
+    value_at,
+)
 
 
 class Adam(Optimizer):
@@ -98,11 +105,12 @@ class Adam(Optimizer):
         :math:`\hat m_t / (\sqrt{\hat v_t + \bar\epsilon} + \epsilon)`, for
         subclasses that add to it before scaling (:class:`AdamW`).
         """
+        check_complex_state(type(self).__name__, key, grad, self.mu_dtype, "mu_dtype")
         if key not in self.mu:
             self.mu[key] = jnp.zeros_like(grad, dtype=self.mu_dtype)
             self.nu[key] = jnp.zeros_like(grad)
         mu = (1 - self.b1) * grad + self.b1 * self.mu[key]
-        nu = (1 - self.b2) * grad**2 + self.b2 * self.nu[key]
+        nu = (1 - self.b2) * abs_sq(grad) + self.b2 * self.nu[key]
         if self.nesterov:
             mu_hat = self.b1 * (mu / self.bc1_next.astype(mu.dtype)) + (1 - self.b1) * (
                 grad / self.bc1.astype(grad.dtype)

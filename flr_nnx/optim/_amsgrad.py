@@ -9,7 +9,14 @@ import jax.numpy as jnp
 import optax
 
 from flr_nnx._optimizer import Optimizer
-from flr_nnx.optim._common import ScalarOrSchedule, check_hyper, scale, value_at
+from flr_nnx.optim._common import (
+    ScalarOrSchedule,
+    abs_sq,
+    check_complex_state,
+    check_hyper,
+    scale,
+    value_at,
+)
 
 
 class AMSGrad(Optimizer):
@@ -92,12 +99,13 @@ class AMSGrad(Optimizer):
         return grads
 
     def call_param(self, key, grad, **_):
+        check_complex_state(type(self).__name__, key, grad, self.mu_dtype, "mu_dtype")
         if key not in self.mu:
             self.mu[key] = jnp.zeros_like(grad, dtype=self.mu_dtype)
             self.nu[key] = jnp.zeros_like(grad)
             self.nu_max[key] = jnp.zeros_like(grad)
         mu = (1 - self.b1) * grad + self.b1 * self.mu[key]
-        nu = (1 - self.b2) * grad**2 + self.b2 * self.nu[key]
+        nu = (1 - self.b2) * abs_sq(grad) + self.b2 * self.nu[key]
         mu_hat = mu / self.bc1.astype(mu.dtype) if self.bias_correction_mu else mu
         nu_eff = nu / self.bc2.astype(nu.dtype) if self.bias_correction_nu else nu
         nu_max = jnp.maximum(self.nu_max[key], nu_eff)

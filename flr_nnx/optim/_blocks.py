@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import optax
 
 from flr_nnx._optimizer import Optimizer
-from flr_nnx.optim._common import ScalarOrSchedule, check_hyper, scale, value_at
+from flr_nnx.optim._common import ScalarOrSchedule, check_hyper, reject_complex, scale, value_at
 from flr_nnx.optim._mask import Mask, MaskLike
 
 
@@ -87,7 +87,14 @@ class Clip(Optimizer):
         check_hyper("max_delta", max_delta, optimizer=type(self).__name__)
         self.max_delta = max_delta
 
-    def call_param(self, grad, **_):
+    def call_param(self, key, grad, **_):
+        reject_complex(
+            type(self).__name__,
+            key,
+            grad,
+            "complex numbers have no order to clip by (optax.clip raises a ValueError too)",
+            "clip a real parameter, or clip the complex one by norm (ClipByGlobalNorm).",
+        )
         return jnp.clip(grad, -self.max_delta, self.max_delta)
 
 

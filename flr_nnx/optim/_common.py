@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from flr_nnx._errors import HyperparameterError
+from flr_nnx._errors import ComplexParameterError, HyperparameterError
 from flr_nnx._hyper import register_check
 
 ScalarOrSchedule = float | jax.Array | Callable[[jax.Array], Any]
@@ -40,6 +40,63 @@ def advance(opt: Any, value: ScalarOrSchedule) -> Any:
     current = value(opt.count)
     opt.count = optax.safe_increment(opt.count)
     return current
+
+
+def abs_sq(x: jax.typing.ArrayLike) -> jax.Array:
+    r"""The squared magnitude :math:`|x|^2 = \bar x x` of a (maybe complex) array, as a real array.
+
+    Use it wherever an optimizer squares a gradient (second moments, sums of
+    squares, RMS, norms): ``grad**2`` of a complex gradient is complex
+    (:math:`g^2 \ne |g|^2`) and gives silently wrong steps. It is optax's
+    ``numerics.abs_sq`` with the same operations in the same order,
+    ``(x.conj() * x).real``, so it is bit-identical to optax on complex arrays;
+    on real arrays it compiles to the same program as ``x * x`` or ``x**2``.
+
+    Args:
+        x: an array (real or complex).
+
+    Returns:
+        :math:`|x|^2`, elementwise, in the real dtype of ``x`` (``float32`` for
+        ``complex64``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import flr_nnx as flr
+        >>> flr.optim.abs_sq(jnp.array([3 + 4j, -2j], jnp.complex64))
+        Array([25.,  4.], dtype=float32)
+        >>> jnp.array([3 + 4j, -2j], jnp.complex64) ** 2  # not a magnitude
+        Array([-7.+24.j, -4. +0.j], dtype=complex64)
+    """
+    x = jnp.asarray(x)
+    return (x.conj() * x).real
+
+
+def check_complex_state(
+    optimizer: str, key: Any, grad: jax.Array, dtype: Any, argument: str
+) -> None:
+    """Refuses a real state ``dtype`` for a complex parameter (it would drop the imaginary part).
+
+    optax casts the moment to the dtype it is given, which silently keeps only
+    the real part of a complex moment: a wrong number, so flr_nnx raises instead.
+    """
+    if dtype is None or not jnp.iscomplexobj(grad) or jnp.issubdtype(dtype, jnp.complexfloating):
+        return
+    raise ComplexParameterError(
+        f"{optimizer}({argument}={jnp.dtype(dtype).name}): parameter {key} is "
+        f"{grad.dtype.name}, and a {jnp.dtype(dtype).name} state would drop the imaginary "
+        f"part of its moment (optax does so silently). Fix: pass {argument}=None (the "
+        f"parameter's dtype) or a complex dtype such as {argument}=jnp.complex64, or keep "
+        "this parameter real."
+    )
+
+
+def reject_complex(optimizer: str, key: Any, grad: jax.Array, why: str, fix: str) -> None:
+    """Raises :class:`ComplexParameterError` for a complex ``grad``: ``why`` it is undefined."""
+    if jnp.iscomplexobj(grad):
+        raise ComplexParameterError(
+            f"{optimizer}: parameter {key} is {grad.dtype.name}, but {why}. Expected a real "
+            f"parameter. Fix: {fix}"
+        )
 
 
 def scale(step_size: Any, update: jax.Array) -> jax.Array:

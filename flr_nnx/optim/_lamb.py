@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import optax
 
 from flr_nnx._optimizer import Optimizer
-from flr_nnx.optim._common import ScalarOrSchedule, check_hyper, scale, value_at
+from flr_nnx.optim._common import ScalarOrSchedule, abs_sq, check_hyper, scale, value_at
 from flr_nnx.optim._mask import Mask, MaskLike
 
 
@@ -87,7 +87,7 @@ class LAMB(Optimizer):
             self.mu[key] = jnp.zeros_like(grad)
             self.nu[key] = jnp.zeros_like(grad)
         mu = (1 - self.b1) * grad + self.b1 * self.mu[key]
-        nu = (1 - self.b2) * grad**2 + self.b2 * self.nu[key]
+        nu = (1 - self.b2) * abs_sq(grad) + self.b2 * self.nu[key]
         self.mu[key], self.nu[key] = mu, nu
         mu_hat = mu / self.bc1.astype(mu.dtype)
         nu_hat = nu / self.bc2.astype(nu.dtype)

@@ -9,7 +9,13 @@ import jax.numpy as jnp
 import optax
 
 from flr_nnx._optimizer import Optimizer
-from flr_nnx.optim._common import ScalarOrSchedule, check_hyper, scale, value_at
+from flr_nnx.optim._common import (
+    ScalarOrSchedule,
+    check_complex_state,
+    check_hyper,
+    scale,
+    value_at,
+)
 from flr_nnx.optim._mask import Mask, MaskLike
 
 
@@ -85,6 +91,7 @@ class Lion(Optimizer):
         return grads
 
     def call_param(self, key, grad, param):
+        check_complex_state(type(self).__name__, key, grad, self.mu_dtype, "mu_dtype")
         if key not in self.mu:
             self.mu[key] = jnp.zeros_like(grad, dtype=self.mu_dtype)
         update = jnp.sign((1.0 - self.b1) * grad + self.b1 * self.mu[key])

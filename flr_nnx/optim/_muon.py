@@ -13,7 +13,15 @@ from optax.contrib import MuonDimensionNumbers
 from flr_nnx._errors import HyperparameterError, StructureError
 from flr_nnx._optimizer import Key, Optimizer
 from flr_nnx._tree import key_of
-from flr_nnx.optim._common import ScalarOrSchedule, check_hyper, scale, value_at
+from flr_nnx.optim._common import (
+    ScalarOrSchedule,
+    abs_sq,
+    check_complex_state,
+    check_hyper,
+    reject_complex,
+    scale,
+    value_at,
+)
 from flr_nnx.optim._mask import Mask, MaskLike, unflatten
 
 _PRESETS = {
@@ -133,7 +141,10 @@ class Muon(Optimizer):
     ``optax.contrib.muon`` under ``jit`` on CPU with one matrix; with several, XLA
     rewrites optax's bias-correction divisions as reciprocal multiplications in a
     way that depends on the whole program, and Newton–Schulz amplifies that last
-    bit: updates agree within ~3e-5 of their scale (measured over 50 steps).
+    bit: updates agree within 1e-4 of their scale per step (measured: at most
+    7.6e-5 over 20 steps, ~5e-5 from the first step, with matrices of shapes
+    16x32, 32x8, 24x24 and a stacked 3x16x12 parameter in one ``jit``;
+    ``tests/test_muon.py``).
 
     Args:
         learning_rate: :math:`\eta`, a float or a schedule (a callable of the step count).
@@ -319,6 +330,17 @@ class Muon(Optimizer):
         dims = self.dims.value[key]
         if dims is None:
             return self.adam(key, grad, param)
+        check_complex_state(type(self).__name__, key, grad, self.mu_dtype, "mu_dtype")
+        if self.preconditioning == "schatten":
+            # optax's Schatten step forms X X^T, not X X^H: no orthogonalization for complex X.
+            reject_complex(
+                type(self).__name__,
+                key,
+                grad,
+                "preconditioning='schatten' forms X X^T (optax's iteration), which does not "
+                "orthogonalize a complex matrix (that takes X X^H)",
+                "use preconditioning='frobenius', 'spectral' or 'aol' for complex matrices.",
+            )
         if key not in self.mu:
             self.mu[key] = jnp.zeros_like(grad, dtype=self.mu_dtype)
         mu = (1 - self.beta) * grad + self.beta * self.mu[key]
@@ -375,12 +397,13 @@ class Muon(Optimizer):
 
     def adam(self, key: Key, grad: jax.Array, param: jax.Array) -> jax.Array:
         """AdamW for the parameters that are not matrices (optax.adamw's arithmetic)."""
+        check_complex_state(type(self).__name__, key, grad, self.mu_dtype, "mu_dtype")
         if key not in self.adam_mu:
             self.adam_mu[key] = jnp.zeros_like(grad, dtype=self.mu_dtype)
             self.adam_nu[key] = jnp.zeros_like(grad)
         b1, b2 = self.adam_b1, self.adam_b2
         mu = (1 - b1) * grad + b1 * self.adam_mu[key]
-        nu = (1 - b2) * grad**2 + b2 * self.adam_nu[key]
+        nu = (1 - b2) * abs_sq(grad) + b2 * self.adam_nu[key]
         if self.nesterov:
             mu_hat = b1 * (mu / self.adam_bc1_next.astype(mu.dtype)) + (1 - b1) * (
                 grad / self.adam_bc1.astype(grad.dtype)

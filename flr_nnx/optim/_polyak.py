@@ -77,12 +77,16 @@ class PolyakSGD(Optimizer):
 
     def call_model(self, grads, loss, **_):
         scaling = advance(self, self.scaling)
+        descent = {key: scale(-scaling, grad) for key, grad in grads.items()}
         grads = {key: scale(scaling, grad) for key, grad in grads.items()}
         # The squared norm is summed per leaf, then across leaves from 0 in key
-        # order, as optax.tree.norm does, so the step size is bit-identical.
+        # order, as optax.tree.norm does, so the step size is bit-identical. Like
+        # optax, it is the norm of the descent direction -scaling * g: the same
+        # number, but for a complex g XLA sums the negated array in another order
+        # (1 ulp at times), so the norm of +g would not be bit-identical.
         sq_norm = 0
-        for grad in grads.values():
-            sq_norm = sq_norm + jnp.sum(jnp.square(grad.real) + jnp.square(grad.imag))
+        for down in descent.values():
+            sq_norm = sq_norm + jnp.sum(jnp.square(down.real) + jnp.square(down.imag))
         sq_norm = jnp.asarray(sq_norm)
         gap = jnp.asarray(loss - self.f_min).astype(sq_norm.dtype)
         if self.variant == "sps+":

@@ -9,6 +9,7 @@ import optax
 from flr_nnx._optimizer import Optimizer
 from flr_nnx.optim._common import (
     ScalarOrSchedule,
+    abs_sq,
     advance,
     check_hyper,
     needs_count,
@@ -112,14 +113,14 @@ class RMSProp(Optimizer):
                 self.mu[key] = jnp.zeros_like(grad)
             if self.momentum is not None:
                 self.trace[key] = jnp.zeros_like(grad)
-        nu = (1 - self.decay) * grad**2 + self.decay * self.nu[key]
+        nu = (1 - self.decay) * abs_sq(grad) + self.decay * self.nu[key]
         self.nu[key] = nu
         nu_hat = nu / self.bc.astype(nu.dtype) if self.bias_correction else nu
         if self.centered:
             mu = (1 - self.decay) * grad + self.decay * self.mu[key]
             self.mu[key] = mu
             mu_hat = mu / self.bc.astype(mu.dtype) if self.bias_correction else mu
-            nu_hat = nu_hat - mu_hat * mu_hat
+            nu_hat = nu_hat - abs_sq(mu_hat)
         if self.eps_in_sqrt:
             update = jax.lax.rsqrt(nu_hat + self.eps) * grad
         else:

@@ -11,6 +11,7 @@ from flr_nnx._optimizer import Optimizer
 from flr_nnx.optim._common import (
     ScalarOrSchedule,
     advance,
+    check_complex_state,
     check_hyper,
     needs_count,
     scale,
@@ -84,6 +85,9 @@ class SGD(Optimizer):
     def call_param(self, key, grad, **_):
         if self.momentum is None:
             return scale(self.lr_t, grad).astype(grad.dtype)
+        check_complex_state(
+            type(self).__name__, key, grad, self.accumulator_dtype, "accumulator_dtype"
+        )
         if key not in self.trace:
             self.trace[key] = jnp.zeros_like(grad, dtype=self.accumulator_dtype)
         trace = grad + self.momentum * self.trace[key]

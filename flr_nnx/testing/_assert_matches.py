@@ -90,7 +90,10 @@ def default_grads(step: jax.Array, params: Any) -> Any:
 
     Leaf ``n`` gets ``sin(0.7 * j + 1.3 * step + n) * (1 + step % 3)`` at flat
     index ``j``: both signs, magnitudes up to 3, a different pattern per leaf and
-    per step. No random number generator, so it adds little to compile time.
+    per step. A complex leaf also gets the imaginary part
+    ``i cos(0.5 * j - 0.9 * step + n) * (1 + step % 3)``, so that arithmetic
+    that is only right for real numbers (``g**2`` for :math:`|g|^2`) shows.
+    No random number generator, so it adds little to compile time.
 
     Args:
         step: the step index (an int32 scalar, traced under jit).
@@ -105,8 +108,16 @@ def default_grads(step: jax.Array, params: Any) -> Any:
     out = []
     for n, p in enumerate(leaves):
         j = jnp.arange(np.size(p), dtype=jnp.float32).reshape(jnp.shape(p))
-        out.append((jnp.sin(0.7 * j + 1.3 * t + float(n)) * scale).astype(p.dtype))
+        grad = jnp.sin(0.7 * j + 1.3 * t + float(n)) * scale
+        if jnp.iscomplexobj(p):
+            grad = grad + 1j * (jnp.cos(0.5 * j - 0.9 * t + float(n)) * scale)
+        out.append(grad.astype(p.dtype))
     return treedef.unflatten(out)
+
+
+def _as_real(x: np.ndarray) -> np.ndarray:
+    # A complex array as its (real, imaginary) pairs: each part is compared bit by bit.
+    return np.stack([x.real, x.imag], axis=-1) if x.dtype.kind == "c" else x
 
 
 def _bits(x: np.ndarray) -> np.ndarray:
@@ -119,6 +130,7 @@ def _bits(x: np.ndarray) -> np.ndarray:
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     if a.dtype != b.dtype or a.shape != b.shape:
         return False
+    a, b = _as_real(a), _as_real(b)
     same = _bits(a) == _bits(b)
     if a.dtype.kind == "f":
         # A NaN is a NaN whatever its payload, and 0.0 and -0.0 are the same
@@ -130,7 +142,8 @@ def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
 
 def _deviation(hook: np.ndarray, ref: np.ndarray) -> tuple[float, float, float]:
     """(absolute difference, reference scale, relative deviation) of one leaf."""
-    h, r = hook.astype(np.float64), ref.astype(np.float64)
+    wide = np.complex128 if np.iscomplexobj(hook) or np.iscomplexobj(ref) else np.float64
+    h, r = hook.astype(wide), ref.astype(wide)  # |h - r| is the complex modulus for complex
     both_nan = np.isnan(h) & np.isnan(r)
     diff = np.where(both_nan, 0.0, np.abs(h - r))
     abs_diff = float(np.max(diff, initial=0.0))
@@ -521,7 +534,8 @@ def _compare(
                 continue
             if (exact and not same) or (not exact and not abs_diff <= atol + rtol * scale):
                 report = MatchReport(bridge, (*deviations, max(worst, rel)), False, keys)
-                at = int(np.argmax(np.abs(h.astype(np.float64) - r.astype(np.float64))))
+                wide = np.complex128 if np.iscomplexobj(h) else np.float64
+                at = int(np.argmax(np.abs(h.astype(wide) - r.astype(wide))))
                 h_at, r_at = h.reshape(-1)[at], r.reshape(-1)[at]
                 wanted = (
                     "bit-identical updates"
