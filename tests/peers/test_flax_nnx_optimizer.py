@@ -147,9 +147,8 @@ class TestOptimizer(parameterized.TestCase):
         x = jax.random.normal(jax.random.key(0), (1, 2))
         y = jnp.ones((1, 4))
         model = module_cls(2, 4, rngs=nnx.Rngs(0))
-        tx = twins.build_tx(
-            self, mode, optimizer, 1e-3
-        )  # TODO: this doesn't work with adam optimizer for some reason
+        # TODO: this doesn't work with adam optimizer for some reason
+        tx = twins.build_tx(self, mode, optimizer, 1e-3)
         state = twins.model_and_optimizer_cls(mode)(model, tx)
 
         if jit_decorator == jax.jit:
