@@ -49,6 +49,11 @@ def check_hook_optimizer(opt: Any, where: str) -> None:
     """
     if isinstance(opt, Optimizer):
         return
+    if isinstance(opt, type) and issubclass(opt, Optimizer):
+        raise BridgeError(
+            f"{where} got the class {opt.__name__} itself, not an optimizer. Fix: construct "
+            f"one, e.g. `{where}({opt.__name__}(...))` with its hyperparameters."
+        )
     if is_optax(opt):
         raise BridgeError(
             f"{where} got {optax_name(opt)}, which is already an optax transformation; it "

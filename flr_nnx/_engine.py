@@ -39,6 +39,7 @@ from jax.extend.core import Literal, jaxpr_as_fun
 from flr_nnx._errors import (
     FlrError,
     HookError,
+    HyperparameterError,
     Missing,
     StateError,
     StructureError,
@@ -361,6 +362,7 @@ class Layout(NamedTuple):
         statics: static attributes created by hooks, to recreate at each step.
         containers: containers created by hooks (their paths and types), so a
             namedtuple or pytree node a hook created is rebuilt as one.
+        param_shapes: the shape of each parameter at init, in order.
         hypers: live hyperparameters (made with ``flr_nnx.hyper``, only read by
             the hooks): their paths and the class name of the optimizer holding
             them, whose constructor checks apply when they are set.
@@ -373,6 +375,7 @@ class Layout(NamedTuple):
     statics: tuple[tuple[Path, Any], ...]
     containers: tuple[tuple[Path, Any], ...] = ()
     hypers: tuple[tuple[Path, str], ...] = ()
+    param_shapes: tuple[tuple[int, ...], ...] = ()
 
 
 def _mirror(path: Path) -> tuple[Any, ...]:
@@ -646,7 +649,7 @@ def _discovery(opt: Optimizer, keys: tuple[Key, ...], found: dict[str, Any]) -> 
             # optax's extra arguments are not known at init: stand-ins of their form.
             extra = {"grad": dict(grads), "value_fn": lambda _: loss}
             try:
-                updates = call(work, loss=loss, grads=grads, params=flat, **extra)
+                updates = _call_hooks(work, loss, grads, flat, extra)
                 _check_leaks(opt, known_tracers, work, "init")
             finally:
                 changed = guard.restore()
@@ -786,6 +789,7 @@ def init(
         paths=paths,
         mirror=mirror,
         param_keys=keys,
+        param_shapes=tuple(tuple(jnp.shape(params[k])) for k in keys),
         param_of=tuple(_param_of(p, index) for p in paths),
         statics=statics,
         containers=containers,
@@ -1020,9 +1024,12 @@ def _spread_shardings(params: Mapping[Key, Any]) -> dict[Key, Any]:
     return out
 
 
-def check_grads(layout: Layout, grads: Mapping[Key, Any]) -> None:
-    """Raises :class:`StructureError` listing missing and extra keys."""
+def check_grads(
+    layout: Layout, grads: Mapping[Key, Any], params: Mapping[Key, Any] | Any = None
+) -> None:
+    """Raises :class:`StructureError` for keys, shapes or dtypes unlike those at init."""
     if tuple(grads) == layout.param_keys:
+        _check_shapes(layout, grads, params)
         return
     known = set(layout.param_keys)
     missing = [k for k in layout.param_keys if k not in grads]
@@ -1035,6 +1042,39 @@ def check_grads(layout: Layout, grads: Mapping[Key, Any]) -> None:
             "Fix: pass gradients of the same parameters (same `wrt` filter) as at init, "
             "or initialise a new optimizer state for the new parameters."
         )
+    _check_shapes(layout, grads, params)
+
+
+def _check_shapes(
+    layout: Layout, grads: Mapping[Key, Any], params: Mapping[Key, Any] | Any
+) -> None:
+    for key, shape in zip(layout.param_keys, layout.param_shapes):
+        grad = grads.get(key)
+        if grad is not None and tuple(grad.shape) != shape:
+            raise StructureError(
+                f"Parameter {key} had shape {shape} when the optimizer state was initialised; "
+                f"its gradient now has shape {tuple(grad.shape)}. The state (moments, ...) "
+                "has the old shape. Fix: initialise a new optimizer state for the new "
+                "parameters (`tx.init(params)` or a new NNXOptimizer)."
+            )
+        if isinstance(params, Mapping) and key in params and grad is not None:
+            param = params[key]
+            if tuple(param.shape) != shape:
+                raise StructureError(
+                    f"Parameter {key} had shape {shape} at init and now has shape "
+                    f"{tuple(param.shape)}. Fix: initialise a new optimizer state for the "
+                    "new parameters."
+                )
+            if grad.dtype != param.dtype:
+                raise StructureError(
+                    f"The gradient of parameter {key} is {grad.dtype} but the parameter is "
+                    f"{param.dtype}. optax accepts that and returns {grad.dtype} updates, "
+                    "changing its state's dtype (and recompiling); flr_nnx keeps each state's "
+                    "dtype. Fix: cast the gradients to the parameters' dtype, e.g. "
+                    "`jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)`, and "
+                    "wrap the optimizer in flr.optim.MixedPrecision(opt) to keep its state "
+                    "in float32."
+                )
 
 
 def check_updates(
@@ -1086,12 +1126,30 @@ def _call_hooks(
         return call(work, loss=loss, grads=grads, params=params, **extra)
     except FlrError:
         raise
-    except TypeError as error:
+    except jax.errors.ConcretizationTypeError as error:
+        raise HookError(
+            f"A hook of {type(work).__name__} needed the value of a traced array in Python "
+            "(an `if` or `while` on it, `float(loss)`, `bool(...)`, `int(...)`). Hooks are "
+            "traced: they run once, while JAX compiles the step, on abstract arrays with no "
+            "values yet. Fix: choose between values with `jnp.where(cond, a, b)` or "
+            "`jax.lax.cond(cond, f, g, ...)`, loop with `jax.lax.while_loop`/`fori_loop`, and "
+            "look at values with `jax.debug.print`. JAX said: " + str(error).split("\n")[0]
+        ) from error
+    except (TypeError, ValueError) as error:
         # JAX's own checks reject the stand-in first (``jnp.sqrt(param)``) and name it.
         text = str(error)
         for value in (params, loss):
             if isinstance(value, Missing) and ("_errors.Missing" in text or repr(value) in text):
                 raise value.error() from error
+        nones = [p for p, v in walk(work).statics.items() if v is None and p[-1][0] == ATTR]
+        if "None" in text and nones:
+            shown = ", ".join(f"`{format_path(p)}`" for p in nones[:5])
+            raise HyperparameterError(
+                f"A hook of {type(work).__name__} computed with None ({text}). Of its attributes, "
+                f"these are None: {shown}; a hook used one of them. Fix: give it a value the "
+                "hooks can compute with (a number, an array or a schedule), as the constructor "
+                "takes it."
+            ) from error
         raise
 
 
@@ -1137,7 +1195,7 @@ def step(
         The updates (positive = descent), keyed like ``grads``, and the new state.
     """
     layout = state.layout
-    check_grads(layout, grads)
+    check_grads(layout, grads, params)
     leaves = state.leaves()
     values: dict[Path, Any] = dict(zip(layout.paths, leaves, strict=True))
     values.update(layout.statics)

@@ -10,7 +10,7 @@ import optax
 
 from flr_nnx import _engine
 from flr_nnx._bridges import check_hook_optimizer, wrap_like_optax
-from flr_nnx._errors import HyperparameterError, Missing, StructureError
+from flr_nnx._errors import HyperparameterError, Missing, StructureError, describe
 from flr_nnx._optimizer import Optimizer
 from flr_nnx._tree import flatten, hook_extras, is_float
 
@@ -99,6 +99,12 @@ def as_optax(opt: Optimizer, sign: Sign = "update") -> optax.GradientTransformat
     def update_fn(
         updates: Any, state: _engine.HookState, params: Any = None, **extra: Any
     ) -> tuple[Any, _engine.HookState]:
+        if not isinstance(state, _engine.HookState):
+            raise StructureError(
+                f"update got {describe(state)} as its state; expected the HookState that "
+                "this transformation's init returned (or its last update). Fix: pass "
+                "`tx.init(params)`'s result, not the state of another transformation."
+            )
         keys, grads, treedef = flatten(updates)
         floats = {k: g for k, g in zip(keys, grads) if is_float(g)}
         if params is None:
@@ -106,6 +112,14 @@ def as_optax(opt: Optimizer, sign: Sign = "update") -> optax.GradientTransformat
         else:
             param_keys, param_leaves, _ = flatten(params)
             flat_params = {k: p for k, p in zip(param_keys, param_leaves) if k in floats}
+            known = set(state.layout.param_keys)  # others: the engine names the mismatch
+            missing = [k for k in floats if k not in flat_params and k in known]
+            if missing:
+                raise StructureError(
+                    f"update got gradients for parameters {missing[:5]} that are not in "
+                    "`params`. Fix: pass the parameters the gradients belong to (the same "
+                    "tree as the gradients)."
+                )
         # `loss=` too: a train step written for NNXOptimizer passes it through nnx.Optimizer.
         loss = extra.pop("value", extra.pop("loss", Missing("loss", _NO_LOSS)))
         extra = hook_extras(extra, updates, params, floats)

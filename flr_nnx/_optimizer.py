@@ -184,7 +184,7 @@ class Optimizer:
         grads = call(self.call_model, grads=grads, params=params, loss=loss, **extra)
         _check_model_grads(self, grads, known)
         return {
-            key: self.call_param(key=key, grad=grad, param=params[key])
+            key: checked_call(self.call_param, key=key, grad=grad, param=params[key])
             for key, grad in grads.items()
         }
 
@@ -259,9 +259,44 @@ def call(hook: Callable[..., Any], /, **kwargs: Any) -> Any:
         1.0
     """
     names, takes_all = _signature(hook)
-    if takes_all:
+    if not takes_all:
+        kwargs = {k: v for k, v in kwargs.items() if k in names or k in _CORE}
+    return checked_call(hook, **kwargs)
+
+
+def checked_call(hook: Callable[..., Any], /, **kwargs: Any) -> Any:
+    """Calls a hook; a signature that cannot take its arguments is a :class:`HookError`."""
+    try:
         return hook(**kwargs)
-    return hook(**{k: v for k, v in kwargs.items() if k in names or k in _CORE})
+    except TypeError as error:
+        problem = _signature_problem(hook, kwargs)
+        if problem is None:
+            raise  # raised inside the hook, not by the call
+        raise problem from error
+
+
+def _signature_problem(hook: Callable[..., Any], kwargs: Mapping[str, Any]) -> HookError | None:
+    target = hook.__call__ if isinstance(hook, Optimizer) else hook
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        return None
+    try:
+        signature.bind(**kwargs)
+    except TypeError as bad:
+        owner = getattr(target, "__qualname__", repr(target))
+        shown = inspect.Signature(
+            [p.replace(annotation=p.empty) for p in signature.parameters.values()]
+        )
+        return HookError(
+            f"{owner}{shown} cannot be called as the engine calls it, with the keyword "
+            f"arguments {', '.join(f'{k}=' for k in kwargs)} ({bad}). Hooks are called with "
+            "keyword arguments, under these names. Fix: name the parameters as the base class "
+            "does and end the signature with `**_` to accept the ones you do not use, e.g. "
+            "`def call_param(self, key, grad, **_)`, `def call_model(self, grads, **_)`, "
+            "`def __call__(self, loss, grads, params, **extra)`."
+        )
+    return None
 
 
 def keyed_like(value: Any, keys: Iterable[Key]) -> bool:

@@ -879,3 +879,263 @@ def clip_complex():
 def real_moment_of_complex_parameter():
     tx = flr.as_optax(flr.optim.Adam(1e-3, mu_dtype=jnp.bfloat16))
     tx.init({"z": jnp.ones(3, jnp.complex64)})
+
+
+# -- hooks that cannot go silently wrong ------------------------------------------------
+
+
+@error_case(
+    "hooks",
+    "a hook's signature cannot take the keyword arguments (no ``**_``)",
+    flr.HookError,
+    r"NoRest\.call_param\(key, grad\) cannot be called as the engine calls it, with the "
+    r"keyword arguments key=, grad=, param=.*Fix:.*\*\*_",
+)
+def hook_signature_without_rest():
+    class NoRest(flr.optim.Optimizer):
+        def call_param(self, key, grad):
+            return grad
+
+    flr.as_optax(NoRest()).init({"w": jnp.ones(3)})
+
+
+@error_case(
+    "hooks",
+    "a hook renames its arguments",
+    flr.HookError,
+    r"Renamed\.call_param\(k, g, \*\*_\) cannot be called.*missing a required argument: "
+    r"'k'.*Fix:",
+)
+def hook_signature_renamed():
+    class Renamed(flr.optim.Optimizer):
+        def call_param(self, k, g, **_):
+            return g
+
+    flr.as_optax(Renamed()).init({"w": jnp.ones(3)})
+
+
+@error_case(
+    "hooks",
+    "``__call__`` overridden without ``params``",
+    flr.HookError,
+    r"Whole\.__call__\(loss, grads\) cannot be called.*loss=, grads=, params=.*Fix:",
+)
+def call_signature_wrong():
+    class Whole(flr.optim.Optimizer):
+        def __call__(self, loss, grads):
+            return grads
+
+    flr.as_optax(Whole()).init({"w": jnp.ones(3)})
+
+
+@error_case(
+    "hooks",
+    "Python control flow on a traced value (``if loss > 1``) in a hook",
+    flr.HookError,
+    r"A hook of Branches needed the value of a traced array in Python.*Hooks are traced.*"
+    r"jnp\.where\(cond, a, b\).*jax\.lax\.cond",
+)
+def traced_value_in_python_if():
+    class Branches(flr.optim.Optimizer):
+        def call_model(self, grads, loss, **_):
+            if loss > 1.0:
+                return {k: g / 2 for k, g in grads.items()}
+            return grads
+
+    flr.as_optax(Branches()).init({"w": jnp.ones(3)})
+
+
+@error_case(
+    "hooks",
+    "``float(loss)`` in a hook",
+    flr.HookError,
+    r"A hook of Logs needed the value of a traced array in Python.*float\(loss\)",
+)
+def float_of_traced_loss():
+    class Logs(flr.optim.Optimizer):
+        def call_model(self, grads, loss, **_):
+            self.last = float(loss)
+            return grads
+
+    flr.as_optax(Logs()).init({"w": jnp.ones(3)})
+
+
+@error_case(
+    "hooks",
+    "``call_model`` returns gradients of another dtype",
+    flr.HookError,
+    r"Casts\.call_model returned array of shape \(3,\) and dtype bfloat16 for parameter "
+    r"\('w',\); expected shape \(3,\) and dtype float32",
+)
+def call_model_changes_dtype():
+    class Casts(flr.optim.Optimizer):
+        def call_model(self, grads, **_):
+            return {k: g.astype(jnp.bfloat16) for k, g in grads.items()}
+
+    flr.as_optax(Casts()).init({"w": jnp.ones(3)})
+
+
+@error_case(
+    "construction",
+    "a hyperparameter set to ``None`` after construction",
+    flr.HyperparameterError,
+    r"A hook of SGD computed with None.*these are None: `opt\.learning_rate`.*Fix:",
+)
+def hyperparameter_set_to_none():
+    opt = flr.optim.SGD(0.1)
+    opt.learning_rate = None
+    flr.as_optax(opt).init({"w": jnp.ones(3)})
+
+
+@error_case(
+    "bridges",
+    "``flr.as_optax`` given the optimizer class instead of an instance",
+    flr.BridgeError,
+    r"flr\.as_optax got the class Adam itself, not an optimizer.*flr\.as_optax\(Adam\(\.\.\.\)\)",
+    also=(TypeError,),
+)
+def optimizer_class_to_as_optax():
+    flr.as_optax(flr.optim.Adam)
+
+
+@error_case(
+    "structure",
+    "an optax state passed to an flr ``update``",
+    flr.StructureError,
+    r"update got tuple \(ScaleByAdamState.* as its state; expected the HookState.*Fix:",
+)
+def optax_state_to_flr_update():
+    params = {"w": jnp.ones(3)}
+    tx = flr.as_optax(flr.optim.Adam(0.1))
+    tx.update(params, optax.adam(0.1).init(params), params)
+
+
+@error_case(
+    "structure",
+    "``update``'s ``params`` lack a parameter of the gradients",
+    flr.StructureError,
+    r"update got gradients for parameters \[\('b',\)\] that are not in `params`.*Fix:",
+)
+def params_missing_a_gradient_key():
+    params = {"w": jnp.ones(3), "b": jnp.zeros(())}
+    tx = flr.as_optax(flr.optim.Adam(0.1))
+    tx.update(params, tx.init(params), {"w": params["w"]})
+
+
+@error_case(
+    "structure",
+    "a parameter replaced by one of another shape after ``init``",
+    flr.StructureError,
+    r"Parameter \('w',\) had shape \(3,\) when the optimizer state was initialised; its "
+    r"gradient now has shape \(4,\).*Fix: initialise a new optimizer state",
+)
+def parameter_shape_changed():
+    tx = flr.as_optax(flr.optim.Adam(0.1))
+    state = tx.init({"w": jnp.ones(3)})
+    params = {"w": jnp.ones(4)}
+    tx.update(params, state, params)
+
+
+@error_case(
+    "structure",
+    "float32 gradients for bfloat16 parameters",
+    flr.StructureError,
+    r"The gradient of parameter \('w',\) is float32 but the parameter is bfloat16\. optax "
+    r"accepts that.*Fix: cast the gradients.*MixedPrecision",
+)
+def float32_grads_for_bfloat16_params():
+    params = {"w": jnp.ones(3, jnp.bfloat16)}
+    tx = flr.as_optax(flr.optim.Adam(0.1))
+    tx.update({"w": jnp.ones(3, jnp.float32)}, tx.init(params), params)
+
+
+@error_case(
+    "state",
+    "a hook changes an attribute of a plain Python object (``self.cfg.lr *= 0.5``)",
+    flr.StateError,
+    r"A hook of Decays changed `opt\.cfg` during init.*it has been put back\. Fix:.*"
+    r"jnp\.asarray",
+)
+def hook_mutates_plain_object():
+    import types
+
+    class Decays(flr.optim.Optimizer):
+        def __init__(self):
+            self.cfg = types.SimpleNamespace(lr=1.0)
+
+        def call_param(self, key, grad, **_):
+            self.cfg.lr *= 0.5
+            return self.cfg.lr * grad
+
+    flr.as_optax(Decays()).init({"w": jnp.ones(3)})
+
+
+@error_case(
+    "state",
+    "a hook changes a class attribute (``type(self).calls += 1``)",
+    flr.StateError,
+    r"A hook of Counts changed `Counts\.calls` during init.*put back",
+)
+def hook_mutates_class_attribute():
+    class Counts(flr.optim.Optimizer):
+        calls = 0
+
+        def call_param(self, key, grad, **_):
+            type(self).calls += 1
+            return grad
+
+    flr.as_optax(Counts()).init({"w": jnp.ones(3)})
+
+
+@error_case(
+    "state",
+    "a hook adds to a ``set`` attribute",
+    flr.StateError,
+    r"A hook of Remembers changed `opt\.seen` during init.*put back",
+)
+def hook_mutates_set():
+    class Remembers(flr.optim.Optimizer):
+        def __init__(self):
+            self.seen = set()
+
+        def call_param(self, key, grad, **_):
+            self.seen.add(key)
+            return grad
+
+    flr.as_optax(Remembers()).init({"w": jnp.ones(3)})
+
+
+@error_case(
+    "construction",
+    "a live learning rate set to a value its constructor refuses",
+    flr.HyperparameterError,
+    r"Hyperparameter 'learning_rate': Adam\(learning_rate=-0\.1\): expected learning_rate "
+    r"in >= 0\.0",
+)
+def live_hyperparameter_set_negative():
+    tx = flr.as_optax(flr.optim.Adam(flr.hyper(0.1)))
+    flr.set_hyper(tx.init({"w": jnp.ones(3)}), "learning_rate", -0.1)
+
+
+@error_case(
+    "construction",
+    "``set_hyper`` on state the hooks update (``count``)",
+    flr.HyperparameterError,
+    r"'count' is optimizer state that the hooks update at every step.*not a live "
+    r"hyperparameter.*Fix:",
+)
+def set_hyper_on_state():
+    tx = flr.as_optax(flr.optim.Adam(flr.hyper(0.1)))
+    flr.set_hyper(tx.init({"w": jnp.ones(3)}), "count", 5)
+
+
+@error_case(
+    "construction",
+    "a fraction assigned to integer state (``optimizer.opt.count = 5.7``)",
+    flr.HyperparameterError,
+    r"opt\.count is integer state \(int32\); got float 5\.7, which it would truncate to 5",
+)
+def fraction_to_integer_state():
+    model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
+    optimizer = flr.NNXOptimizer(model, flr.optim.Adam(0.1), wrt=nnx.Param)
+    optimizer.opt.count = 5.7
