@@ -877,8 +877,10 @@ def clip_complex():
     also=(ValueError,),
 )
 def real_moment_of_complex_parameter():
+    params = {"z": jnp.ones(3, jnp.complex64)}
     tx = flr.as_optax(flr.optim.Adam(1e-3, mu_dtype=jnp.bfloat16))
-    tx.init({"z": jnp.ones(3, jnp.complex64)})
+    state = tx.init(params)  # as optax's init, it accepts this: the state is bfloat16
+    tx.update(params, state, params)
 
 
 # -- hooks that cannot go silently wrong ------------------------------------------------

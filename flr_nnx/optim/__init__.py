@@ -17,6 +17,7 @@ from flr_nnx.optim._blocks import ClipByGlobalNorm as ClipByGlobalNorm
 from flr_nnx.optim._blocks import ScaleByLearningRate as ScaleByLearningRate
 from flr_nnx.optim._chain import Chain as Chain
 from flr_nnx.optim._common import abs_sq as abs_sq
+from flr_nnx.optim._common import cast as cast
 from flr_nnx.optim._from_optax import FromOptax as FromOptax
 from flr_nnx.optim._from_optax import from_optax as from_optax
 from flr_nnx.optim._groups import Partition as Partition

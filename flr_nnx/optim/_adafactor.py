@@ -12,6 +12,7 @@ from flr_nnx._optimizer import Optimizer
 from flr_nnx.optim._common import (
     ScalarOrSchedule,
     abs_sq,
+    cast,
     check_complex_state,
     check_hyper,
     scale,
@@ -179,12 +180,12 @@ class Adafactor(Optimizer):
             update = update * optax.safe_root_mean_squares(param, 1e-3)
         if self.momentum is not None:
             check_complex_state(
-                type(self).__name__, key, grad, self.dtype_momentum, "dtype_momentum"
+                type(self).__name__, key, grad, self.dtype_momentum, "dtype_momentum", self.ema
             )
             if key not in self.ema:
                 self.ema[key] = jnp.zeros_like(grad, dtype=self.dtype_momentum)
             update = (1 - self.momentum) * update + self.momentum * self.ema[key]
-            self.ema[key] = update.astype(self.dtype_momentum)
+            self.ema[key] = cast(update, self.dtype_momentum)
         if self.weight_decay_rate is not None and key in self.decays:
             update = update + self.wd_t * param
         return update.astype(dtype)

@@ -11,6 +11,7 @@ from flr_nnx._optimizer import Optimizer
 from flr_nnx.optim._common import (
     ScalarOrSchedule,
     abs_sq,
+    cast,
     check_complex_state,
     check_hyper,
     scale,
@@ -97,7 +98,7 @@ class Adam(Optimizer):
         return grads
 
     def call_param(self, key, grad, **_):
-        return scale(self.lr_t, self.direction(key, grad)).astype(grad.dtype)
+        return cast(scale(self.lr_t, self.direction(key, grad)), grad.dtype)
 
     def direction(self, key, grad):
         r"""The bias-corrected step before the learning rate; advances ``key``'s moments.
@@ -105,7 +106,9 @@ class Adam(Optimizer):
         :math:`\hat m_t / (\sqrt{\hat v_t + \bar\epsilon} + \epsilon)`, for
         subclasses that add to it before scaling (:class:`AdamW`).
         """
-        check_complex_state(type(self).__name__, key, grad, self.mu_dtype, "mu_dtype")
+        check_complex_state(
+            type(self).__name__, key, grad, self.mu_dtype, "mu_dtype", state=self.mu
+        )
         if key not in self.mu:
             self.mu[key] = jnp.zeros_like(grad, dtype=self.mu_dtype)
             self.nu[key] = jnp.zeros_like(grad)
@@ -118,6 +121,6 @@ class Adam(Optimizer):
         else:
             mu_hat = mu / self.bc1.astype(mu.dtype)
         nu_hat = nu / self.bc2.astype(nu.dtype)
-        self.mu[key] = mu.astype(self.mu[key].dtype)
-        self.nu[key] = nu.astype(self.nu[key].dtype)
+        self.mu[key] = cast(mu, self.mu[key].dtype)
+        self.nu[key] = cast(nu, self.nu[key].dtype)
         return mu_hat / (jnp.sqrt(nu_hat + self.eps_root) + self.eps)

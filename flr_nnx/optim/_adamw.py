@@ -7,7 +7,13 @@ from typing import Any
 import jax
 
 from flr_nnx.optim._adam import Adam
-from flr_nnx.optim._common import ScalarOrSchedule, check_hyper, scale, value_at
+from flr_nnx.optim._common import (
+    ScalarOrSchedule,
+    cast,
+    check_hyper,
+    scale,
+    value_at,
+)
 from flr_nnx.optim._mask import Mask, MaskLike
 
 
@@ -99,7 +105,7 @@ class AdamW(Adam):
         update = self.direction(key, grad)
         if key in self.decayed:
             update = update + self.wd_t * param
-        return scale(self.lr_t, update).astype(grad.dtype)
+        return cast(scale(self.lr_t, update), grad.dtype)
 
 
 class NAdamW(AdamW):

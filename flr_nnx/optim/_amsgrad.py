@@ -12,6 +12,7 @@ from flr_nnx._optimizer import Optimizer
 from flr_nnx.optim._common import (
     ScalarOrSchedule,
     abs_sq,
+    cast,
     check_complex_state,
     check_hyper,
     scale,
@@ -99,7 +100,9 @@ class AMSGrad(Optimizer):
         return grads
 
     def call_param(self, key, grad, **_):
-        check_complex_state(type(self).__name__, key, grad, self.mu_dtype, "mu_dtype")
+        check_complex_state(
+            type(self).__name__, key, grad, self.mu_dtype, "mu_dtype", state=self.mu
+        )
         if key not in self.mu:
             self.mu[key] = jnp.zeros_like(grad, dtype=self.mu_dtype)
             self.nu[key] = jnp.zeros_like(grad)
@@ -110,7 +113,7 @@ class AMSGrad(Optimizer):
         nu_eff = nu / self.bc2.astype(nu.dtype) if self.bias_correction_nu else nu
         nu_max = jnp.maximum(self.nu_max[key], nu_eff)
         update = mu_hat / (jnp.sqrt(nu_max + self.eps_root) + self.eps)
-        self.mu[key] = mu.astype(self.mu[key].dtype)
-        self.nu[key] = nu.astype(self.nu[key].dtype)
-        self.nu_max[key] = nu_max.astype(self.nu_max[key].dtype)
-        return scale(self.lr_t, update).astype(grad.dtype)
+        self.mu[key] = cast(mu, self.mu[key].dtype)
+        self.nu[key] = cast(nu, self.nu[key].dtype)
+        self.nu_max[key] = cast(nu_max, self.nu_max[key].dtype)
+        return cast(scale(self.lr_t, update), grad.dtype)

@@ -72,13 +72,23 @@ def abs_sq(x: jax.typing.ArrayLike) -> jax.Array:
 
 
 def check_complex_state(
-    optimizer: str, key: Any, grad: jax.Array, dtype: Any, argument: str
+    optimizer: str,
+    key: Any,
+    grad: jax.Array,
+    dtype: Any,
+    argument: str,
+    state: Any = None,
 ) -> None:
     """Refuses a real state ``dtype`` for a complex parameter (it would drop the imaginary part).
 
     optax casts the moment to the dtype it is given, which silently keeps only
     the real part of a complex moment: a wrong number, so flr_nnx raises instead.
+    Given the ``state`` dict, it checks only at a step, once ``key`` has state:
+    optax's ``init`` accepts the combination (its tests read the state's dtype),
+    so init does too, and the first update raises.
     """
+    if state is not None and key not in state:
+        return
     if dtype is None or not jnp.iscomplexobj(grad) or jnp.issubdtype(dtype, jnp.complexfloating):
         return
     raise ComplexParameterError(
@@ -88,6 +98,31 @@ def check_complex_state(
         f"parameter's dtype) or a complex dtype such as {argument}=jnp.complex64, or keep "
         "this parameter real."
     )
+
+
+def cast(x: jax.Array, dtype: Any) -> jax.Array:
+    """``x.astype(dtype)``; a complex ``x`` cast to a real dtype keeps its real part explicitly.
+
+    Where a complex moment of a real parameter (``mu_dtype=jnp.complex64``)
+    meets the parameter's dtype, its imaginary part is zero; JAX warns on the
+    implicit cast, which optax leaves to ``apply_updates``.
+
+    Args:
+        x: an array.
+        dtype: the dtype to cast to.
+
+    Returns:
+        ``x`` in ``dtype``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import flr_nnx as flr
+        >>> flr.optim.cast(jnp.array([1.5 + 0j]), jnp.float32)
+        Array([1.5], dtype=float32)
+    """
+    if jnp.iscomplexobj(x) and not jnp.issubdtype(dtype, jnp.complexfloating):
+        x = jnp.real(x)
+    return x.astype(dtype)
 
 
 def reject_complex(optimizer: str, key: Any, grad: jax.Array, why: str, fix: str) -> None:

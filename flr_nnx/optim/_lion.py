@@ -11,6 +11,7 @@ import optax
 from flr_nnx._optimizer import Optimizer
 from flr_nnx.optim._common import (
     ScalarOrSchedule,
+    cast,
     check_complex_state,
     check_hyper,
     scale,
@@ -91,12 +92,14 @@ class Lion(Optimizer):
         return grads
 
     def call_param(self, key, grad, param):
-        check_complex_state(type(self).__name__, key, grad, self.mu_dtype, "mu_dtype")
+        check_complex_state(
+            type(self).__name__, key, grad, self.mu_dtype, "mu_dtype", state=self.mu
+        )
         if key not in self.mu:
             self.mu[key] = jnp.zeros_like(grad, dtype=self.mu_dtype)
         update = jnp.sign((1.0 - self.b1) * grad + self.b1 * self.mu[key])
         mu = (1 - self.b2) * grad + self.b2 * self.mu[key]
         if key in self.decayed:
             update = update + self.wd_t * param
-        self.mu[key] = mu.astype(self.mu[key].dtype)
-        return scale(self.lr_t, update).astype(grad.dtype)
+        self.mu[key] = cast(mu, self.mu[key].dtype)
+        return cast(scale(self.lr_t, update), grad.dtype)

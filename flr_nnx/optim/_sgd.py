@@ -11,6 +11,7 @@ from flr_nnx._optimizer import Optimizer
 from flr_nnx.optim._common import (
     ScalarOrSchedule,
     advance,
+    cast,
     check_complex_state,
     check_hyper,
     needs_count,
@@ -84,16 +85,16 @@ class SGD(Optimizer):
 
     def call_param(self, key, grad, **_):
         if self.momentum is None:
-            return scale(self.lr_t, grad).astype(grad.dtype)
+            return cast(scale(self.lr_t, grad), grad.dtype)
         check_complex_state(
-            type(self).__name__, key, grad, self.accumulator_dtype, "accumulator_dtype"
+            type(self).__name__, key, grad, self.accumulator_dtype, "accumulator_dtype", self.trace
         )
         if key not in self.trace:
             self.trace[key] = jnp.zeros_like(grad, dtype=self.accumulator_dtype)
         trace = grad + self.momentum * self.trace[key]
         update = grad + self.momentum * trace if self.nesterov else trace
-        self.trace[key] = trace.astype(self.trace[key].dtype)
-        return scale(self.lr_t, update).astype(grad.dtype)
+        self.trace[key] = cast(trace, self.trace[key].dtype)
+        return cast(scale(self.lr_t, update), grad.dtype)
 
 
 class SignSGD(Optimizer):
@@ -139,4 +140,4 @@ class SignSGD(Optimizer):
         return grads
 
     def call_param(self, key, grad, **_):
-        return scale(self.lr_t, jnp.sign(grad)).astype(grad.dtype)
+        return cast(scale(self.lr_t, jnp.sign(grad)), grad.dtype)
