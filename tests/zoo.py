@@ -174,13 +174,6 @@ ZOO: list[Entry] = [
         "Muon",  # Newton-Schulz on the matrices, AdamW on the rest
         lambda: flr.optim.Muon(1e-2),
         lambda: optax.contrib.muon(1e-2),
-        bit_identical=False,
-        why_not_bit_identical=(
-            "with several matrices, XLA turns optax's bias-correction divisions into "
-            "reciprocal multiplications depending on the whole program; Newton-Schulz "
-            "amplifies that last-bit difference (bit-identical with one matrix)"
-        ),
-        rtol=5e-5,
     ),
     Entry(
         "Chain(blocks)",  # ClipByGlobalNorm, Adam's scaling, AddDecayedWeights, ScaleByLearningRate
