@@ -46,6 +46,7 @@ from flr_nnx._errors import (
     TracerLeakError,
     describe,
 )
+from flr_nnx._jaxpr import evaluate_outputs
 from flr_nnx._mutation import MutationGuard
 from flr_nnx._optimizer import _ON_NEW_ATTRIBUTE, Key, Optimizer, call
 
@@ -771,16 +772,16 @@ def init(
         found: dict[str, Any] = {}
         discover = _discovery(opt, keys, found)
         values = list(params.values())
+        closed = jax.jit(discover).trace(values).jaxpr
+        flat = jax.tree.leaves(values)
         if shardings:
-            # Without out_shardings XLA replicates fresh zeros; trace once for the
-            # layout, then create every state array keyed by a parameter (and of
-            # its shape) directly with that parameter's sharding.
-            shapes = jax.eval_shape(discover, values)
-            shaped = [(p, a.shape) for p, a in zip(found["paths"], shapes, strict=True)]
+            # Without out_shardings XLA replicates fresh zeros: create every state
+            # array keyed by a parameter (and of its shape) with that parameter's sharding.
+            shaped = [(p, a.shape) for p, a in zip(found["paths"], closed.out_avals, strict=True)]
             out_shardings = _state_shardings(shaped, params, shardings)
-            initial = jax.jit(discover, out_shardings=out_shardings)(values)
+            initial = jax.jit(jaxpr_as_fun(closed), out_shardings=out_shardings)(*flat)
         else:
-            initial = jax.jit(discover)(values)
+            initial = evaluate_outputs(closed, flat)
         paths, statics, containers = found["paths"], found["statics"], found["containers"]
         hypers = found["hypers"]
     mirror = tuple(_mirror(p) for p in paths)
@@ -910,7 +911,7 @@ def _init_grouped(
     if shardings:
         initial = _spread(traced.jaxpr, flat, paths, params, shardings)
     else:
-        rep_values = jax.jit(jaxpr_as_fun(traced.jaxpr))(*flat)
+        rep_values = evaluate_outputs(traced.jaxpr, flat)
         # The representative keeps its own buffer; the others get copies, never
         # aliases, because the state is donated at every step.
         initial = [rep_values[i] if own else jnp.copy(rep_values[i]) for _, i, own in paths]
