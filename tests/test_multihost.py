@@ -197,7 +197,7 @@ def restore_and_continue(directory: str) -> None:
         info["untargeted"] = None
     except Exception as error:  # the test checks which error and what it says
         info["untargeted"] = [type(error).__name__, str(error)]
-    saved = {k: v for k, v in np.load(out / "saved.npz").items()}
+    saved = _load(out / "saved.npz")
     for name, devices in (("four", jax.devices()), ("one", jax.devices()[:1])):
         mesh = make_mesh(devices)
         model, optimizer = build(mesh, seed=1)  # other initial values, overwritten
@@ -208,7 +208,7 @@ def restore_and_continue(directory: str) -> None:
         restored = checkpointer.restore(out / "ckpt", abstract)
         info[f"{name}_shardings_as_target"] = all(
             new.sharding == old.sharding
-            for new, old in zip(jax.tree.leaves(restored), jax.tree.leaves(target))
+            for new, old in zip(jax.tree.leaves(restored), jax.tree.leaves(target), strict=True)
         )
         flr.load_state_dict(model, restored["model"])
         flr.load_state_dict(optimizer, restored["optimizer"])
