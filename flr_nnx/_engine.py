@@ -774,7 +774,11 @@ def init(
         values = list(params.values())
         closed = jax.jit(discover).trace(values).jaxpr
         flat = jax.tree.leaves(values)
-        if shardings:
+        if len(closed.jaxpr.invars) != len(flat):
+            # The optimizer holds tracers of an enclosing jit (it was built inside it):
+            # they are extra inputs of the traced step, which only jit passes on.
+            initial = jax.jit(discover)(values)
+        elif shardings:
             # Without out_shardings XLA replicates fresh zeros: create every state
             # array keyed by a parameter (and of its shape) with that parameter's sharding.
             shaped = [(p, a.shape) for p, a in zip(found["paths"], closed.out_avals, strict=True)]
@@ -890,8 +894,8 @@ def _init_grouped(
     found: dict[str, Any] = {}
     reps = tuple(members)
     traced = jax.jit(_discovery(opt, reps, found)).trace([params[k] for k in reps])
-    if any(_input_dependent(traced.jaxpr)):
-        return None
+    if len(traced.jaxpr.jaxpr.invars) != len(reps) or any(_input_dependent(traced.jaxpr)):
+        return None  # initial values depend on the parameters or on an enclosing jit
     # State a hook creates outside a parameter's entry (a count of all elements, a
     # dict keyed by strings) may depend on the whole set of parameters, which the
     # representatives do not show.

@@ -638,3 +638,26 @@ def test_schedule_assigned_after_construction_gets_a_step_count():
     updates, state = tx.update(params, state, params)
     np.testing.assert_allclose(updates["w"], [-0.1, -0.1])
     assert int(state.tree["count"]) == 1
+
+
+@pytest.mark.parametrize("make", [lambda: flr.optim.Adam(1e-2), lambda: TutorialAdam(η=1e-2)])
+def test_optimizer_built_inside_jit_has_the_state_built_outside(make):
+    # Built inside nnx.jit, the optimizer's own arrays (Adam's count) are tracers of the
+    # enclosing jit: extra inputs of init's traced step, which must not shift its outputs.
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.a = nnx.Linear(3, 5, rngs=rngs)
+            self.b = nnx.Linear(5, 2, rngs=rngs)
+
+    @nnx.jit
+    def create():
+        model = Net(nnx.Rngs(0))
+        return model, flr.NNXOptimizer(model, make(), wrt=nnx.Param)
+
+    _, inside = create()
+    outside = flr.NNXOptimizer(Net(nnx.Rngs(0)), make(), wrt=nnx.Param)
+    ours = nnx.to_pure_dict(nnx.state(inside.opt_state))
+    theirs = nnx.to_pure_dict(nnx.state(outside.opt_state))
+    assert jax.tree.map(jnp.shape, ours) == jax.tree.map(jnp.shape, theirs)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
+        np.testing.assert_array_equal(a, b)
