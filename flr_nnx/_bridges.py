@@ -51,8 +51,9 @@ def check_hook_optimizer(opt: Any, where: str) -> None:
         return
     if isinstance(opt, type) and issubclass(opt, Optimizer):
         raise BridgeError(
-            f"{where} got the class {opt.__name__} itself, not an optimizer. Fix: construct "
-            f"one, e.g. `{where}({opt.__name__}(...))` with its hyperparameters."
+            f"{where} got the class {opt.__name__} itself; expected a hook optimizer, an "
+            f"instance of it. Fix: construct one with its hyperparameters, e.g. "
+            f"`{opt.__name__}(...)`, and pass that."
         )
     if is_optax(opt):
         raise BridgeError(

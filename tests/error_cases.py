@@ -993,7 +993,8 @@ def hyperparameter_set_to_none():
     "bridges",
     "``flr.as_optax`` given the optimizer class instead of an instance",
     flr.BridgeError,
-    r"flr\.as_optax got the class Adam itself, not an optimizer.*flr\.as_optax\(Adam\(\.\.\.\)\)",
+    r"flr\.as_optax got the class Adam itself; expected a hook optimizer, an instance of "
+    r"it\. Fix: construct one.*`Adam\(\.\.\.\)`",
     also=(TypeError,),
 )
 def optimizer_class_to_as_optax():
