@@ -26,6 +26,7 @@ import collections
 import copy
 import dataclasses
 import functools
+import inspect
 import types
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
@@ -184,6 +185,10 @@ def rebuild(
     if () in values:
         return values[()]
     grouped = _group(values)
+    if grouped and node is not _ABSENT and _children(node) is None:
+        # A static value (`self.inner = None` in __init__) that a hook replaced at init
+        # with a container holding state: recreate that container, with its state.
+        node = _ABSENT
 
     def child(step: Step, old: Any) -> Any:
         return rebuild(old, grouped.pop(step, {}), make_dict, kinds, (*path, step))
@@ -238,6 +243,8 @@ def rebuild(
         size = max([len(node)] + [i + 1 for _, i in grouped])
         items = [child((INDEX, i), node[i] if i < len(node) else _ABSENT) for i in range(size)]
         return type(node)(items)
+    if isinstance(node, np.ndarray):  # mutable and shared with the user: an immutable copy
+        return jnp.asarray(node)
     if is_array(node):
         return node
     children = _pytree_children(node)
@@ -486,14 +493,30 @@ def _global_names(code: types.CodeType) -> set[str]:
     return names
 
 
-def _unmanaged(work: Any) -> list[tuple[str, Any, str]]:
+class Root(NamedTuple):
+    """A place a hook can reach that the engine neither copies nor reads back.
+
+    ``holder`` and ``name`` say where the value is bound, so that rebinding it
+    can be seen: the class of a class attribute, the globals dict of a global,
+    the cell of a closure variable (``name`` unused), or None for an object in
+    the optimizer tree.
+    """
+
+    where: str
+    value: Any
+    what: str
+    holder: Any = None
+    name: str = ""
+
+
+def _unmanaged(work: Any) -> list[Root]:
     """Places a hook can write to that the engine neither copies nor reads back.
 
     These are the static (non-container) objects of the optimizer tree, the
     class attributes of its optimizer classes, and the globals and closure
     variables that their methods and static callables refer to.
     """
-    roots: list[tuple[str, Any, str]] = []
+    roots: list[Root] = []
     classes: dict[type, None] = {}
     functions: list[tuple[str, Any]] = []
 
@@ -503,7 +526,7 @@ def _unmanaged(work: Any) -> list[tuple[str, Any, str]]:
         children = _children(node)
         if children is None:
             if not is_array(node):
-                roots.append((format_path(path), node, "an object the engine does not copy"))
+                roots.append(Root(format_path(path), node, "an object the engine does not copy"))
                 functions.extend((format_path(path), f) for f in _functions_of(node))
             return
         for step_, child in children:
@@ -518,23 +541,35 @@ def _unmanaged(work: Any) -> list[tuple[str, Any, str]]:
                 found = _functions_of(value)
                 functions.extend((f"{klass.__name__}.{name}", f) for f in found)
                 if not found and not name.startswith("__"):
-                    roots.append((f"{klass.__name__}.{name}", value, "a class attribute"))
-    for owner, function in functions:
-        if not isinstance(function, types.FunctionType):
+                    roots.append(
+                        Root(f"{klass.__name__}.{name}", value, "a class attribute", klass, name)
+                    )
+    done: set[int] = set()
+    for owner, function in functions:  # grows: functions held in closures are scanned too
+        if not isinstance(function, types.FunctionType) or id(function) in done:
             continue
+        done.add(id(function))
         for name in sorted(_global_names(function.__code__)):
             if name in function.__globals__:
-                roots.append((name, function.__globals__[name], f"a global used by {owner}"))
+                value = function.__globals__[name]
+                roots.append(
+                    Root(name, value, f"a global used by {owner}", function.__globals__, name)
+                )
         cells = function.__closure__ or ()
         for name, cell in zip(function.__code__.co_freevars, cells):
             try:
-                roots.append((name, cell.cell_contents, f"a closure variable of {owner}"))
+                roots.append(
+                    Root(name, cell.cell_contents, f"a closure variable of {owner}", cell, name)
+                )
+                functions.extend(
+                    (f"{owner} -> {name}", f) for f in _functions_of(cell.cell_contents)
+                )
             except ValueError:  # an empty cell
                 continue
     return roots
 
 
-def _tracers(roots: Sequence[tuple[str, Any, str]]) -> dict[int, tuple[str, str, Any]]:
+def _tracers(roots: Sequence[Root]) -> dict[int, tuple[str, str, Any]]:
     """Every tracer reachable from ``roots`` through data (not code), by id."""
     found: dict[int, tuple[str, str, Any]] = {}
     seen: set[int] = set()
@@ -563,8 +598,8 @@ def _tracers(roots: Sequence[tuple[str, Any, str]]) -> dict[int, tuple[str, str,
             for name, child in list(vars(value).items()):
                 scan(child, f"{where}.{name}", False, what)
 
-    for where, value, what in roots:
-        scan(value, where, True, what)
+    for root in roots:
+        scan(root.value, root.where, True, root.what)
     return found
 
 
@@ -589,9 +624,8 @@ def _check_leaks(opt: Optimizer, before: Mapping[int, Any], work: Any, where: st
 # init and step.
 
 
-def _guard(found: _Walk) -> MutationGuard:
-    classes = [k for k in found.kinds.values() if isinstance(k, type) and issubclass(k, Optimizer)]
-    return MutationGuard({format_path(p): v for p, v in found.statics.items()}, classes)
+def _guard(roots: Sequence[Root]) -> MutationGuard:
+    return MutationGuard([(r.where, r.value, r.holder, r.name) for r in roots])
 
 
 def _check_unchanged(opt: Optimizer, changed: Sequence[str], where: str) -> None:
@@ -640,8 +674,9 @@ def _discovery(opt: Optimizer, keys: tuple[Key, ...], found: dict[str, Any]) -> 
         recorder = _Recorder()
         work = rebuild(opt, {}, _RecordingDict)
         before = walk(work)
-        known_tracers = _tracers(_unmanaged(work))
-        guard = _guard(before)
+        roots = _unmanaged(work)
+        known_tracers = _tracers(roots)
+        guard = _guard(roots)
         _RECORDER.append(recorder)
         token = _ON_NEW_ATTRIBUTE.set(recorder.on_new_attribute)
         try:
@@ -694,8 +729,8 @@ def _discovery(opt: Optimizer, keys: tuple[Key, ...], found: dict[str, Any]) -> 
     return discover
 
 
-def _owner_name(root: Any, path: Path) -> str:
-    """The class name of the optimizer whose attribute ``path`` is, or ``""``."""
+def _owner(root: Any, path: Path) -> Optimizer | None:
+    """The optimizer whose attribute ``path`` is, or None."""
     node = root
     for kind, name in path[:-1]:
         if kind == ATTR:
@@ -703,8 +738,26 @@ def _owner_name(root: Any, path: Path) -> str:
         elif kind in (ITEM, INDEX) and isinstance(node, (dict, list, tuple)):
             node = node[name]
         else:
-            return ""
-    return type(node).__name__ if isinstance(node, Optimizer) and path[-1][0] == ATTR else ""
+            return None
+    return node if isinstance(node, Optimizer) and path[-1][0] == ATTR else None
+
+
+def _owner_name(root: Any, path: Path) -> str:
+    """The class name of the optimizer whose attribute ``path`` is, or ``""``."""
+    owner = _owner(root, path)
+    return "" if owner is None else type(owner).__name__
+
+
+def _not_none(root: Any, path: Path) -> bool:
+    """Whether ``path`` is a constructor argument of its optimizer that is not None by default."""
+    owner = _owner(root, path)
+    if owner is None:
+        return False
+    try:
+        parameter = inspect.signature(type(owner).__init__).parameters.get(path[-1][1])
+    except (TypeError, ValueError):
+        return False
+    return parameter is not None and parameter.default is not None
 
 
 def _scalars(statics: Mapping[Path, Any]) -> dict[Path, Any]:
@@ -1146,12 +1199,12 @@ def _call_hooks(
         for value in (params, loss):
             if isinstance(value, Missing) and ("_errors.Missing" in text or repr(value) in text):
                 raise value.error() from error
-        nones = [p for p, v in walk(work).statics.items() if v is None and p[-1][0] == ATTR]
+        nones = [p for p, v in walk(work).statics.items() if v is None and _not_none(work, p)]
         if "None" in text and nones:
             shown = ", ".join(f"`{format_path(p)}`" for p in nones[:5])
             raise HyperparameterError(
-                f"A hook of {type(work).__name__} computed with None ({text}). Of its attributes, "
-                f"these are None: {shown}; a hook used one of them. Fix: give it a value the "
+                f"A hook of {type(work).__name__} computed with None ({text}). These "
+                f"hyperparameters are None: {shown}; a hook used one. Fix: give it a value the "
                 "hooks can compute with (a number, an array or a schedule), as the constructor "
                 "takes it."
             ) from error
@@ -1206,8 +1259,9 @@ def step(
     values.update(layout.statics)
     work = rebuild(opt, values, kinds=dict(layout.containers))
     before = walk(work)
-    known_tracers = _tracers(_unmanaged(work))
-    guard = _guard(before)
+    roots = _unmanaged(work)
+    known_tracers = _tracers(roots)
+    guard = _guard(roots)
     try:
         updates = _call_hooks(work, loss, dict(grads), params, extra or {})
         _check_leaks(opt, known_tracers, work, "a step")

@@ -10,7 +10,7 @@ and assigned between steps without a recompile, with :func:`get_hyper` and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -21,6 +21,7 @@ from jax._src.lax.lax import _convert_element_type
 
 from flr_nnx._engine import _ABSENT, HookState, mark_live, unnest
 from flr_nnx._errors import HyperparameterError, describe
+from flr_nnx._optimizer import CHECKS as _CHECKS
 from flr_nnx._optimizer import Optimizer
 
 HyperName = str | Sequence[str | int]
@@ -126,16 +127,6 @@ def cast_like(value: Any, old: Any, where: str) -> jax.Array:
         # No public API makes a weak array of a given dtype; this one keeps the placement.
         new = _convert_element_type(new, old.dtype, weak_type=True)
     return new
-
-
-# The constructors' checks of hyperparameters, by optimizer class name and attribute
-# (registered by `flr_nnx.optim.check_hyper`), applied again when a live one is set.
-_CHECKS: dict[tuple[str, str], Callable[[Any], None]] = {}
-
-
-def register_check(optimizer: str, name: str, check: Callable[[Any], None]) -> None:
-    """Remembers how ``optimizer``'s constructor checks hyperparameter ``name``."""
-    _CHECKS[(optimizer, name)] = check
 
 
 def check_assignment(layout: Any, path: Any, value: Any, where: str) -> None:

@@ -48,7 +48,10 @@ def _evaluate(jaxpr: Jaxpr, consts: Sequence[Any], args: Sequence[Any]) -> list[
         elif isinstance(inner, Jaxpr):
             outputs = _evaluate(inner, (), inputs)
         else:
-            outputs = eqn.primitive.bind(*inputs, **eqn.params)
+            # As jax.core.eval_jaxpr binds: custom_jvp/custom_vjp calls need their
+            # bind parameters (sub-functions), and the equation's context.
+            with eqn.ctx.manager:
+                outputs = eqn.primitive.bind(*inputs, **eqn.primitive.get_bind_params(eqn.params))
             if not eqn.primitive.multiple_results:
                 outputs = [outputs]
         env.update(zip(eqn.outvars, outputs))
@@ -63,12 +66,25 @@ def evaluate_outputs(closed: ClosedJaxpr, args: Sequence[Any]) -> list[Any]:
     every step.
     """
     outputs = _evaluate(closed.jaxpr, closed.consts, args)
-    taken = {id(x) for x in (*args, *closed.consts)}
+    # Eager operations may return an input's buffer under a new Array (`device_put`).
+    taken = {b for x in (*args, *closed.consts) for b in _buffers(x)}
     fresh = []
     for out, aval in zip(outputs, closed.out_avals, strict=True):
-        if id(out) in taken or not isinstance(out, jax.Array):  # an input, a constant, a literal
+        buffers = _buffers(out)
+        if not isinstance(out, jax.Array) or buffers & taken:  # a literal, an input, a constant
             # As jit would return it: a new buffer of the output's type, weak type included.
             out = _convert_element_type(jnp.array(out), aval.dtype, weak_type=aval.weak_type)
-        taken.add(id(out))
+            buffers = _buffers(out)
+        taken |= buffers
         fresh.append(out)
     return fresh
+
+
+def _buffers(x: Any) -> set[int]:
+    """The device buffers of a concrete array (none for tracers and other values)."""
+    if not isinstance(x, jax.Array) or isinstance(x, jax.core.Tracer):
+        return set()
+    try:
+        return {shard.data.unsafe_buffer_pointer() for shard in x.addressable_shards}
+    except Exception:  # a backend without buffer pointers: compare objects instead
+        return {id(x)}

@@ -12,14 +12,17 @@ before the hooks run, puts every change back afterwards, and reports it.
 
 from __future__ import annotations
 
+import collections
+import functools
+import sys
 import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
 import numpy as np
 
-_DEPTH = 3  # how deep plain objects are compared and restored
+_DEPTH = 6  # how deep plain objects are compared and restored
 _OPAQUE = (
     types.ModuleType,
     type,
@@ -32,46 +35,141 @@ _OPAQUE = (
 )
 
 
+# Objects of these libraries (meshes, loggers, ...) keep caches of their own.
+_LIBRARIES = frozenset(
+    {"jax", "jaxlib", "flax", "optax", "numpy", "ml_dtypes", "orbax", "chex", "equinox", "scipy"}
+)
+
+
+def _user_object(value: Any) -> bool:
+    """A plain object of the user's (a config, a namespace), not a library's or Python's."""
+    if isinstance(value, types.SimpleNamespace):
+        return True
+    if isinstance(value, _OPAQUE) or not isinstance(getattr(value, "__dict__", None), dict):
+        return False
+    root = type(value).__module__.partition(".")[0]
+    return root not in _LIBRARIES and root not in sys.stdlib_module_names
+
+
 def _mutable(value: Any) -> bool:
     """A static object whose contents a hook could change in place."""
-    if isinstance(value, (set, bytearray, list, dict)):
-        return True
-    if isinstance(value, (_OPAQUE, jax.Array, np.ndarray, np.generic, np.dtype)):
-        return False
-    return isinstance(getattr(value, "__dict__", None), dict)
+    return isinstance(
+        value, (set, bytearray, list, dict, collections.deque, functools.partial)
+    ) or _user_object(value)
+
+
+def _binding(
+    where: str, value: Any, holder: Any, name: str
+) -> tuple[str, Callable[[], Any], Any, Callable[[], None]]:
+    """Watches a name bound to ``value`` (in a class, a globals dict or a cell).
+
+    A class attribute's contents are watched too. A global's or a closure
+    variable's are not: appending eager values to a module-level log is a
+    debugging habit (a traced value stored there is still a tracer leak);
+    rebinding the name (``global n; n += 1``) is a change.
+    """
+    contents = isinstance(holder, type)
+    undo_inner = _save(value) if contents else (lambda: None)
+
+    def get() -> Any:
+        if isinstance(holder, type):
+            return vars(holder).get(name, _MISSING)
+        if isinstance(holder, dict):
+            return holder.get(name, _MISSING)
+        try:
+            return holder.cell_contents
+        except ValueError:
+            return _MISSING
+
+    def current() -> Any:
+        now = get()
+        return (id(now), _freeze(now) if now is value and contents else None)
+
+    def restore() -> None:
+        undo_inner()
+        if isinstance(holder, type):
+            setattr(holder, name, value)
+        elif isinstance(holder, dict):
+            holder[name] = value
+        else:
+            holder.cell_contents = value
+
+    return (where, current, current(), restore)
+
+
+def _cached(value: Any) -> set[str]:
+    """Attributes a ``functools.cached_property`` of ``value``'s class fills on first read."""
+    return {
+        name
+        for klass in type(value).__mro__
+        for name, attr in vars(klass).items()
+        if isinstance(attr, functools.cached_property)
+    }
 
 
 def _freeze(value: Any, depth: int = _DEPTH) -> Any:
     """A comparable picture of ``value``; equal pictures mean unchanged contents.
 
     Containers compare their items by identity first (so a NaN or an array
-    that was not reassigned is unchanged), then by equality.
+    that was not reassigned is unchanged), then by equality. A dict (or an
+    object) that only gained entries is unchanged: a cache filled on first
+    use, like ``functools.cached_property`` or a memo table. A set that gained
+    members is changed.
     """
     if depth <= 0 or isinstance(value, (_OPAQUE, jax.Array, np.ndarray)):
         return ("id", id(value))
     if isinstance(value, (set, frozenset)):
         return ("set", frozenset(value))
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple, collections.deque)):
         return ("seq", type(value), tuple(_freeze(v, depth - 1) for v in value))
+    if isinstance(value, functools.partial):
+        return (
+            "partial",
+            id(value.func),
+            _freeze(value.args, depth),
+            _freeze(value.keywords, depth),
+        )
     if isinstance(value, dict):
-        return ("dict", tuple((k, _freeze(v, depth - 1)) for k, v in value.items()))
+        return _Entries({k: _freeze(v, depth - 1) for k, v in value.items()})
     if isinstance(value, bytearray):
         return ("bytes", bytes(value))
-    if _mutable(value):
-        return ("obj", type(value), _freeze(vars(value), depth - 1))
+    if _user_object(value):
+        skip = _cached(value)
+        entries = {k: _freeze(v, depth - 1) for k, v in vars(value).items() if k not in skip}
+        return ("obj", type(value), _Entries(entries))
     return ("value", value)
+
+
+class _Entries(dict):
+    """The entries of a dict or an object in a picture; more entries later is no change."""
+
+
+def _unchanged(before: Any, after: Any) -> bool:
+    """Whether the picture ``after`` shows the same contents as ``before`` (or added entries)."""
+    if isinstance(before, _Entries):
+        return isinstance(after, _Entries) and all(
+            k in after and _unchanged(v, after[k]) for k, v in before.items()
+        )
+    if isinstance(before, tuple) and isinstance(after, tuple):
+        return len(before) == len(after) and all(
+            _unchanged(a, b) for a, b in zip(before, after, strict=True)
+        )
+    return before is after or before == after
 
 
 def _save(value: Any, depth: int = _DEPTH) -> Callable[[], None]:
     """A function that puts ``value``'s contents back as they are now."""
     if depth <= 0 or not _mutable(value):
         return lambda: None
-    if isinstance(value, (set, bytearray, list, dict)):
+    if isinstance(value, functools.partial):  # its keywords are a dict of its own
+        return _save(value.keywords, depth)
+    if isinstance(value, (set, bytearray, list, dict, collections.deque)):
         items = value.copy()
-        inner = [_save(v, depth - 1) for v in (value.values() if isinstance(value, dict) else ())]
+        children = value.values() if isinstance(value, dict) else value
+        inner = [_save(v, depth - 1) for v in children if not isinstance(value, (set, bytearray))]
     else:
         items = dict(vars(value))
-        inner = [_save(v, depth - 1) for v in items.values()]
+        inner = [_save(v, depth) for v in items.values()]  # an object's attributes: same level
 
     def restore() -> None:
         for undo in inner:
@@ -79,6 +177,9 @@ def _save(value: Any, depth: int = _DEPTH) -> Callable[[], None]:
         if isinstance(value, (set, dict)):
             value.clear()
             value.update(items)
+        elif isinstance(value, collections.deque):
+            value.clear()
+            value.extend(items)
         elif isinstance(value, (list, bytearray)):
             value[:] = items
         else:
@@ -92,49 +193,33 @@ class MutationGuard:
     """Snapshots shared objects before the hooks run; restores and reports changes.
 
     Args:
-        statics: the static (non-state) leaves of the optimizer tree, by where
-            they are (``opt.cfg``).
-        classes: the optimizer classes in the tree; their own attributes
-            (other than methods) are watched too.
+        places: ``(where, value, holder, name)`` for every place the engine
+            neither copies nor reads back (see ``_engine.Root``): an object of
+            the optimizer tree (``holder`` None: its contents are watched), or a
+            binding whose rebinding is watched too: a class attribute
+            (``holder`` the class), a global (the globals dict), a closure
+            variable (its cell).
     """
 
-    def __init__(self, statics: Mapping[str, Any], classes: Iterable[type]):
+    def __init__(self, places: Iterable[tuple[str, Any, Any, str]]):
         self.watched: list[tuple[str, Callable[[], Any], Any, Callable[[], None]]] = []
-        for where, value in statics.items():
-            if _mutable(value):
-                self.watched.append(
-                    (where, lambda v=value: _freeze(v), _freeze(value), _save(value))
-                )
-        for cls in classes:
-            for klass in cls.__mro__[:-1]:
-                if klass.__module__.startswith("flr_nnx._optimizer"):
-                    continue
-                for name, value in list(vars(klass).items()):
-                    if name.startswith("__") or isinstance(value, _OPAQUE):
-                        continue
-                    self.watched.append(self._class_attribute(klass, name, value))
-
-    @staticmethod
-    def _class_attribute(
-        klass: type, name: str, value: Any
-    ) -> tuple[str, Callable[[], Any], Any, Callable[[], None]]:
-        undo_inner = _save(value)
-
-        def current() -> Any:
-            now = vars(klass).get(name, _MISSING)
-            return (id(now), _freeze(now) if now is value else None)
-
-        def restore() -> None:
-            undo_inner()
-            setattr(klass, name, value)
-
-        return (f"{klass.__name__}.{name}", current, current(), restore)
+        seen: set[tuple[int, str]] = set()
+        for where, value, holder, name in places:
+            if holder is None:
+                if _mutable(value) and (id(value), "") not in seen:
+                    seen.add((id(value), ""))
+                    self.watched.append(
+                        (where, lambda v=value: _freeze(v), _freeze(value), _save(value))
+                    )
+            elif not isinstance(value, _OPAQUE) and (id(holder), name) not in seen:
+                seen.add((id(holder), name))
+                self.watched.append(_binding(where, value, holder, name))
 
     def restore(self) -> list[str]:
         """Puts every changed object back; returns where the changes were."""
         changed = []
         for where, current, before, restore in self.watched:
-            if current() != before:
+            if not _unchanged(before, current()):
                 changed.append(where)
                 restore()
         return changed

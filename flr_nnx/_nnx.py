@@ -300,7 +300,9 @@ class NNXOptimizer(nnx.Optimizer[M]):
                 "no longer held by the optimizer). Fix: call `optimizer.update(model, grads)`."
             )
         if self._template is None:
-            if loss is not None:
+            # `loss=` is ours: a transformation without extra arguments (optax.clip) is
+            # called as nnx.Optimizer calls it, without it (as optax.chain drops it).
+            if loss is not None and isinstance(self.tx, optax.GradientTransformationExtraArgs):
                 kwargs = {"value": loss, **kwargs, "loss": loss}
             return nnx.Optimizer.update(self, model, grads, **kwargs)
         if loss is None:

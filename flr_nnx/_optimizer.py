@@ -232,7 +232,19 @@ def _not_optax(opt: Optimizer, method: str) -> BridgeError:
     )
 
 
+# The constructors' checks of hyperparameters, by optimizer class name and attribute
+# (registered by `flr_nnx.optim.check_hyper`): applied again when a live one is set,
+# and they tell which attributes are hyperparameters.
+CHECKS: dict[tuple[str, str], Callable[[Any], None]] = {}
+
+
+def register_check(optimizer: str, name: str, check: Callable[[Any], None]) -> None:
+    """Remembers how ``optimizer``'s constructor checks hyperparameter ``name``."""
+    CHECKS[(optimizer, name)] = check
+
+
 _CORE = frozenset({"loss", "grads", "params"})
+_HOOK_ARGUMENTS = _CORE | {"key", "grad", "param"}
 
 
 def call(hook: Callable[..., Any], /, **kwargs: Any) -> Any:
@@ -285,6 +297,22 @@ def _signature_problem(hook: Callable[..., Any], kwargs: Mapping[str, Any]) -> H
         signature.bind(**kwargs)
     except TypeError as bad:
         owner = getattr(target, "__qualname__", repr(target))
+        missing = [
+            p.name
+            for p in signature.parameters.values()
+            if p.default is p.empty
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and p.name not in kwargs
+        ]
+        extras = [name for name in missing if name not in _HOOK_ARGUMENTS]
+        if extras and len(extras) == len(missing) and "grads" in kwargs:  # a model-level hook
+            return HookError(
+                f"{owner} takes the extra argument{'s' * (len(extras) > 1)} "
+                f"{', '.join(f'{n}=' for n in extras)}, which this call did not get: an extra "
+                "argument arrives only when the caller passes it to `update` (at init, only "
+                "stand-ins for optax's `grad=` and `value_fn=` exist). Fix: give it a default "
+                f"(`{extras[0]}=None`) and handle its absence, or pass it to every `update`."
+            )
         shown = inspect.Signature(
             [p.replace(annotation=p.empty) for p in signature.parameters.values()]
         )

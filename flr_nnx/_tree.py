@@ -95,7 +95,16 @@ def hook_extras(
 def _flat_value_fn(value_fn: Callable[[Any], Any], base: Any) -> Callable[[Any], Any]:
     base_keys, base_leaves, treedef = flatten(base)
 
+    known = set(base_keys)
+
     def flat_value_fn(flat: Mapping[Key, Any]) -> Any:
+        unknown = [k for k in flat if k not in known]
+        if unknown:
+            raise ArgumentError(
+                f"value_fn was called with keys {unknown[:5]} that are not parameter keys "
+                f"(they look like {base_keys[:3]}). Fix: call it with a dict keyed like "
+                "`grads` (e.g. `{k: params[k] - step * g for k, g in grads.items()}`)."
+            )
         return value_fn(treedef.unflatten([flat.get(k, v) for k, v in zip(base_keys, base_leaves)]))
 
     return flat_value_fn

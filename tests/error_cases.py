@@ -981,7 +981,7 @@ def call_model_changes_dtype():
     "construction",
     "a hyperparameter set to ``None`` after construction",
     flr.HyperparameterError,
-    r"A hook of SGD computed with None.*these are None: `opt\.learning_rate`.*Fix:",
+    r"A hook of SGD computed with None.*These hyperparameters are None: `opt\.learning_rate`.*Fix:",
 )
 def hyperparameter_set_to_none():
     opt = flr.optim.SGD(0.1)

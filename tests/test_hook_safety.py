@@ -222,3 +222,167 @@ def test_call_model_changing_a_gradients_dtype_is_a_hook_error():
 
     with pytest.raises(flr.HookError, match=r"expected shape \(2,\) and dtype float32"):
         flr.as_optax(Casts()).init(PARAMS)
+
+
+# -- Found by review and fuzzing: each a silent wrong number or a refused legitimate hook.
+
+
+class LazyInner(flr.optim.Optimizer):
+    """``None`` in __init__, a sub-optimizer created by the first step."""
+
+    def __init__(self):
+        self.inner = None
+
+    def call_model(self, grads, params, **extra):
+        if self.inner is None:
+            self.inner = flr.optim.SGD(0.1, momentum=0.9)
+        return flr.optim.call(self.inner, grads=grads, params=params, **extra)
+
+
+class LazyDict(flr.optim.Optimizer):
+    def __init__(self):
+        self.s = None
+
+    def call_param(self, key, grad, **_):
+        if self.s is None:
+            self.s = {}
+        if key not in self.s:
+            self.s[key] = jnp.zeros_like(grad)
+        self.s[key] = 0.9 * self.s[key] + grad
+        return 0.1 * self.s[key]
+
+
+@pytest.mark.parametrize("make", [LazyInner, LazyDict], ids=["sub-optimizer", "dict"])
+def test_state_created_where_init_had_none_carries_over(make):
+    import optax
+
+    tx, twin = flr.as_optax(make()), optax.sgd(0.1, momentum=0.9)
+    state, twin_state = tx.init(PARAMS), twin.init(PARAMS)
+    for _ in range(3):
+        updates, state = jax.jit(tx.update)(GRADS, state, PARAMS)
+        expected, twin_state = jax.jit(twin.update)(GRADS, twin_state, PARAMS)
+        np.testing.assert_allclose(updates["w"], expected["w"], rtol=1e-6)
+
+
+def test_more_shared_objects_are_refused():
+    import collections
+    import functools
+
+    class Deque(flr.optim.Optimizer):
+        def __init__(self):
+            self.q = collections.deque([1.0])
+
+        def call_param(self, key, grad, **_):
+            self.q.append(self.q[-1] * 0.5)
+            return self.q[-1] * grad
+
+    class Keywords(flr.optim.Optimizer):
+        def __init__(self):
+            self.f = functools.partial(lambda x, lr: lr * x, lr=0.1)
+
+        def call_param(self, key, grad, **_):
+            self.f.keywords["lr"] *= 0.5
+            return self.f(grad)
+
+    class Deep(flr.optim.Optimizer):
+        def __init__(self):
+            ns = types.SimpleNamespace
+            self.a = ns(b=ns(c=ns(d={"lr": 0.1})))
+
+        def call_param(self, key, grad, **_):
+            self.a.b.c.d["lr"] *= 0.5
+            return self.a.b.c.d["lr"] * grad
+
+    for make in (Deque, Keywords, Deep):
+        opt = make()
+        with pytest.raises(flr.StateError, match="put back"):
+            flr.as_optax(opt).init(PARAMS)
+    assert list(opt.a.b.c.d.values()) == [0.1]
+
+
+def test_rebinding_a_global_is_refused():
+    with pytest.raises(flr.StateError, match="changed `_CALLS`"):
+        flr.as_optax(CountsGlobally()).init(PARAMS)
+    assert _CALLS == 0
+
+
+_CALLS = 0
+
+
+class CountsGlobally(flr.optim.Optimizer):
+    def call_param(self, key, grad, **_):
+        global _CALLS
+        _CALLS += 1
+        return grad
+
+
+def test_library_objects_and_caches_are_not_refused():
+    import functools
+    import logging
+
+    class Config:
+        @functools.cached_property
+        def scale(self):
+            return 2.0
+
+    class Reads(flr.optim.Optimizer):
+        def __init__(self):
+            self.log = logging.getLogger("flr_nnx.test")
+            self.mesh = jax.make_mesh((1,), ("x",))
+            self.cfg = Config()
+            self.memo = {}
+
+        def call_param(self, key, grad, **_):
+            self.log.debug("tracing")
+            self.memo.setdefault("n", self.mesh.shape["x"])  # a cache: only gains entries
+            return grad * self.cfg.scale * self.memo["n"]
+
+    tx = flr.as_optax(Reads())
+    updates, _ = jax.jit(tx.update)(GRADS, tx.init(PARAMS), PARAMS)
+    np.testing.assert_allclose(updates["w"], -2.0 * GRADS["w"])
+
+
+def test_initial_values_through_custom_derivatives_and_device_put():
+    class Init(flr.optim.Optimizer):
+        def __init__(self):
+            self.relu, self.copy = {}, {}
+
+        def call_param(self, key, grad, param, **_):
+            if key not in self.relu:
+                self.relu[key] = jax.nn.relu(param)  # a custom_jvp function
+                self.copy[key] = jax.device_put(param, jax.devices()[0])  # same buffer
+            self.relu[key] = self.relu[key] + grad
+            self.copy[key] = 0.5 * self.copy[key] + 0.5 * param
+            return grad
+
+    tx = flr.as_optax(Init())
+    state = tx.init(PARAMS)
+    np.testing.assert_array_equal(state.tree["relu"]["w"], jax.nn.relu(PARAMS["w"]))
+    np.testing.assert_array_equal(state.tree["copy"]["w"], PARAMS["w"])
+    params = {"w": jnp.array(PARAMS["w"])}
+    step = jax.jit(tx.update, donate_argnums=(1,))
+    step(GRADS, state, params)  # the state is donated: it must not share the params' buffer
+    np.testing.assert_array_equal(params["w"], PARAMS["w"])
+
+
+def test_numpy_array_read_by_hooks_is_copied_when_wrapped():
+    lr = np.array(0.1, np.float32)
+    tx = flr.as_optax(flr.optim.SGD(lr))
+    state = tx.init(PARAMS)
+    lr[...] = 100.0  # the user's array changes after wrapping: the transformation does not
+    eager, _ = tx.update(GRADS, state, PARAMS)
+    jitted, _ = jax.jit(tx.update)(GRADS, state, PARAMS)
+    np.testing.assert_allclose(eager["w"], -0.1 * GRADS["w"])
+    np.testing.assert_array_equal(eager["w"], jitted["w"])
+
+
+def test_value_fn_called_with_unknown_keys_is_an_error():
+    class Probe(flr.optim.Optimizer):
+        def call_model(self, grads, value_fn, **_):
+            value_fn({"w": jnp.zeros(2)})  # not a parameter key: ('w',) is
+            return grads
+
+    tx = flr.as_optax(Probe())
+    state = tx.init(PARAMS)
+    with pytest.raises(flr.ArgumentError, match=r"value_fn was called with keys \['w'\]"):
+        tx.update(GRADS, state, PARAMS, value_fn=lambda p: jnp.sum(p["w"]))

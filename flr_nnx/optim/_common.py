@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import optax
 
 from flr_nnx._errors import ComplexParameterError, HyperparameterError
-from flr_nnx._hyper import register_check
+from flr_nnx._optimizer import register_check
 
 ScalarOrSchedule = float | jax.Array | Callable[[jax.Array], Any]
 
