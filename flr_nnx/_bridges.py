@@ -40,6 +40,9 @@ def optax_name(tx: Any) -> str:
     return f"{type(tx).__name__} (an optax transformation)"
 
 
+_NNX = "flr.NNXOptimizer"
+
+
 def check_hook_optimizer(opt: Any, where: str) -> None:
     """Raises :class:`~flr_nnx.BridgeError` if ``opt`` is not a hook optimizer.
 
@@ -64,7 +67,13 @@ def check_hook_optimizer(opt: Any, where: str) -> None:
         )
     raise BridgeError(
         f"{where} got {describe(opt)}; expected a hook optimizer (a flr.optim.Optimizer, "
-        "e.g. flr.optim.Adam(1e-3)). Fix: pass an instance of a flr.optim.Optimizer subclass."
+        "e.g. flr.optim.Adam(1e-3))"
+        + (" or an optax transformation (e.g. optax.adam(1e-3))" if where == _NNX else "")
+        + (
+            ". Fix: pass what the function returns, not the function."
+            if callable(opt)
+            else ". Fix: pass an instance of a flr.optim.Optimizer subclass."
+        )
     )
 
 

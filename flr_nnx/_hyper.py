@@ -61,6 +61,13 @@ def hyper(value: Any, dtype: Any = None) -> jax.Array:
         >>> float(flr.get_hyper(state, "learning_rate"))
         0.009999999776482582
     """
+    if isinstance(value, jax.core.Tracer):
+        raise HyperparameterError(
+            "flr.hyper got a traced value: the hyperparameter is already an input of the "
+            "step (e.g. optax.inject_hyperparams passes it as an array, and rebuilds the "
+            "optimizer at every update), and a live hyperparameter's value would come from "
+            "the state instead, ignoring it. Fix: pass the value without flr.hyper."
+        )
     if callable(value):
         raise HyperparameterError(
             f"flr.hyper({value!r}): a schedule cannot be a live hyperparameter. Fix: pass the "
@@ -98,6 +105,11 @@ def cast_like(value: Any, old: Any, where: str) -> jax.Array:
     for the new argument, one more for the step's outputs, which all become
     committed.
     """
+    if value is None or isinstance(value, (str, bytes)):
+        raise HyperparameterError(
+            f"{where} is live state of dtype {old.dtype}; got {describe(value)}. Fix: assign "
+            "a number or an array."
+        )
     if callable(value):
         raise HyperparameterError(
             f"{where} holds a live hyperparameter (an array); it cannot become a schedule. "

@@ -386,7 +386,8 @@ class LiveView:
             return
         if name in vars(self._node) or path in self._statics():
             raise HyperparameterError(
-                f"{where} is a Python value, compiled into the training step as a constant; "
+                f"{where} is a constant of the training step (a Python value, or an array the "
+                "hooks only read), compiled into it; "
                 "assigning it would not change training. Fix: construct the optimizer with "
                 f"`flr.hyper(...)` for {name!r} to make it live state (e.g. "
                 "`flr.optim.Adam(flr.hyper(1e-3))`)."

@@ -84,15 +84,20 @@ def as_optax(opt: Optimizer, sign: Sign = "update") -> optax.GradientTransformat
     negate = sign == "update"
     _engine.check_transient(opt)
     template = _engine.rebuild(opt, {})
+    layouts: list[_engine.Layout] = []  # the distinct state layouts init has made
 
     def init_fn(params: Any) -> _engine.HookState:
         if isinstance(params, _ParamsPlaceholder):
-            return _placeholder_state(template)
+            return _placeholder_state(template, layouts)
         keys, leaves, _ = flatten(params)
         state = _engine.init(
             template, {k: jnp.asarray(v) for k, v in zip(keys, leaves) if is_float(v)}
         )
-        _LAYOUTS[_fingerprint(template)] = state.layout
+        if state.layout not in layouts:
+            layouts.append(state.layout)
+        _RECENT[_fingerprint(template)] = state.layout
+        while len(_RECENT) > 256:  # configurations; the oldest is forgotten first
+            del _RECENT[next(iter(_RECENT))]
         # Under nnx.Optimizer the parameters arrive as Variables: keep their metadata.
         return wrap_like_optax(state, params)
 
@@ -157,7 +162,9 @@ except ImportError:  # pragma: no cover - a future optax that moved it
         """Never matches: map_params then gets the clear error below."""
 
 
-_LAYOUTS: dict[Any, _engine.Layout] = {}
+# The last layout init made for each optimizer configuration, for a transformation that
+# never ran init itself: `inject_hyperparams` builds a new one at every call.
+_RECENT: dict[Any, _engine.Layout] = {}
 
 
 def _fingerprint(template: Optimizer) -> Any:
@@ -173,8 +180,18 @@ def _fingerprint(template: Optimizer) -> Any:
     return (tuple(found.kinds.items()), tuple(statics), tuple(found.arrays))
 
 
-def _placeholder_state(template: Optimizer) -> _engine.HookState:
-    layout = _LAYOUTS.get(_fingerprint(template))
+def _placeholder_state(template: Optimizer, layouts: list[_engine.Layout]) -> _engine.HookState:
+    if not layouts and _fingerprint(template) in _RECENT:
+        layouts = [_RECENT[_fingerprint(template)]]
+    if len(layouts) > 1:
+        raise StructureError(
+            f"init was called with optax's parameter placeholder (from optax.tree.map_params) "
+            f"for {type(template).__name__}, which has been initialised on "
+            f"{len(layouts)} different parameter structures; the placeholder does not say "
+            "which one the state belongs to. Fix: call optax.tree.map_params with a "
+            "transformation initialised on one parameter structure only."
+        )
+    layout = layouts[0] if layouts else None
     if layout is None:
         raise StructureError(
             f"init was called with optax's parameter placeholder (from optax.tree.map_params) "

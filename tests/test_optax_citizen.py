@@ -438,3 +438,27 @@ def test_loss_keyword_reaches_hooks_through_nnx_optimizer():
         loss, grads = nnx.value_and_grad(loss_fn)(m)
         opt.update(m, grads, **{key: loss})
     np.testing.assert_allclose(model.kernel[...], twin_model.kernel[...], rtol=1e-6)
+
+
+def test_map_params_with_a_transformation_initialised_on_two_structures_is_a_clear_error():
+    tx = flr.as_optax(flr.optim.Adam(0.1))
+    state = tx.init(PARAMS)
+    tx.init({"x": jnp.ones(5)})
+    with pytest.raises(flr.StructureError, match="initialised on 2 different parameter"):
+        optax.tree.map_params(tx, lambda v: v, state)
+
+
+def test_flr_hyper_inside_inject_hyperparams_is_a_clear_error():
+    tx = optax.inject_hyperparams(
+        lambda learning_rate: flr.as_optax(flr.optim.SGD(flr.hyper(learning_rate)))
+    )(learning_rate=0.1)
+    state = tx.init(PARAMS)
+    with pytest.raises(flr.HyperparameterError, match=r"flr\.hyper got a traced value"):
+        jax.jit(tx.update)(GRADS, state, PARAMS)
+
+
+def test_chain_and_from_optax_mix_ups_are_bridge_errors():
+    with pytest.raises(flr.BridgeError, match=r"Chain link 0 .*flr\.from_optax"):
+        flr.optim.Chain(optax.adam(0.1))
+    with pytest.raises(flr.BridgeError, match="already a hook optimizer"):
+        flr.from_optax(flr.optim.Adam(0.1))

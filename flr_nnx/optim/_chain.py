@@ -7,6 +7,7 @@ from typing import Any
 
 import jax
 
+from flr_nnx._errors import BridgeError, describe
 from flr_nnx._optimizer import Key, Optimizer, call
 
 
@@ -35,6 +36,19 @@ class Chain(Optimizer):
     """
 
     def __init__(self, *optimizers: Optimizer):
+        for i, link in enumerate(optimizers):
+            if not isinstance(link, Optimizer):
+                optax_like = callable(getattr(link, "init", None)) and callable(
+                    getattr(link, "update", None)
+                )
+                raise BridgeError(
+                    f"Chain link {i} is {describe(link)}; expected a hook optimizer. "
+                    + (
+                        "Fix: wrap an optax transformation with flr.from_optax(tx)."
+                        if optax_like
+                        else "Fix: pass flr.optim.Optimizer instances (e.g. flr.optim.Adam(1e-3))."
+                    )
+                )
         self.links = list(optimizers)
 
     def __call__(

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from flr_nnx._errors import HyperparameterError, Missing
+from flr_nnx._errors import BridgeError, HyperparameterError, Missing, describe
 from flr_nnx._optimizer import Optimizer, keyed_like
 
 Sign = Literal["auto", "gradient", "update"]
@@ -89,6 +89,15 @@ class FromOptax(Optimizer):
     """
 
     def __init__(self, tx: optax.GradientTransformation, sign: Sign = "auto"):
+        if isinstance(tx, Optimizer) or not callable(getattr(tx, "update", None)):
+            raise BridgeError(
+                f"from_optax got {describe(tx)}; expected an optax transformation. "
+                + (
+                    "It is already a hook optimizer: use it directly (e.g. in flr.optim.Chain)."
+                    if isinstance(tx, Optimizer)
+                    else "Fix: pass an optax GradientTransformation, e.g. optax.adam(1e-3)."
+                )
+            )
         self.tx = optax.with_extra_args_support(tx)
         if sign not in ("auto", "gradient", "update"):
             raise HyperparameterError(
