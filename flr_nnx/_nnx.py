@@ -47,13 +47,16 @@ class OptimizerSlot(nnx.OptState):
     """
 
 
-def _slot_metadata(param: nnx.Variable) -> dict[str, Any]:
+def _slot_metadata(param: nnx.Variable, value: Any) -> dict[str, Any]:
     metadata = dict(param.get_metadata())
     if "optimizer_sharding" in metadata:
         metadata["out_sharding"] = metadata.pop("optimizer_sharding")
-    # The engine already created the value with its sharding (see
-    # `_state_sharding`); resharding it eagerly would need a mesh context.
-    metadata["eager_sharding"] = False
+    if _concrete(value):
+        # The engine already created the value with its sharding (see
+        # `_state_sharding`); resharding it eagerly would need a mesh context.
+        metadata["eager_sharding"] = False
+    # Under a trace (built inside nnx.jit) the value has no sharding yet: NNX applies
+    # the annotation as it does to the parameter, as nnx.Optimizer's state gets it.
     return metadata
 
 
@@ -216,7 +219,7 @@ class NNXOptimizer(nnx.Optimizer[M]):
                 key = state.layout.param_keys[owner]
                 var = by_key.get(key)
                 if isinstance(var, nnx.Variable) and var.get_value().shape == value.shape:
-                    metadata = _slot_metadata(var)
+                    metadata = _slot_metadata(var, value)
             slots.append(OptimizerSlot(value, **metadata))
         self.opt_state = nnx.data(_engine.nest(state.layout.mirror, slots))
 

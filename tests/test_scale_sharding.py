@@ -113,6 +113,32 @@ with jax.set_mesh(explicit):
 out["explicit_jit_init"] = [
     tuple(state.tree["trace"][k].sharding.spec) == tuple(two[k].sharding.spec) for k in two
 ]
+
+# Built inside nnx.jit, the parameters are tracers with no sharding yet: the state must
+# still follow their annotations, as nnx.Optimizer's does.
+class Annotated(nnx.Module):
+    def __init__(self):
+        self.w = nnx.Param(jnp.arange(32.0).reshape(8, 4) / 10, sharding=("data", "fsdp"))
+
+
+with jax.set_mesh(mesh):
+
+    @nnx.jit
+    def create():
+        m = Annotated()
+        return m, flr.NNXOptimizer(m, flr.optim.Adam(0.1), wrt=nnx.Param)
+
+    @nnx.jit
+    def create_reference():
+        m = Annotated()
+        return m, nnx.Optimizer(m, optax.adam(0.1), wrt=nnx.Param)
+
+    _, inside = create()
+    _, reference = create_reference()
+out["built_inside_jit"] = [
+    str(inside.opt_state["mu"]["w"][...].sharding.spec),
+    str(reference.opt_state[0].mu["w"][...].sharding.spec),
+]
 print("RESULT " + json.dumps(out))
 """
 
@@ -146,3 +172,5 @@ def test_fsdp_data_parallel_state_follows_parameters_and_matches_one_device():
     assert all(grouped["shardings"]) and len(grouped["shardings"]) == 24
     assert grouped["distinct_buffers"]
     assert out["explicit_jit_init"] == [True, True]
+    spec = "P('data', 'fsdp')"
+    assert out["built_inside_jit"] == [spec, spec]
