@@ -27,6 +27,7 @@ import copy
 import dataclasses
 import functools
 import inspect
+import sys
 import types
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
@@ -48,7 +49,7 @@ from flr_nnx._errors import (
     describe,
 )
 from flr_nnx._jaxpr import evaluate_outputs
-from flr_nnx._mutation import MutationGuard
+from flr_nnx._mutation import LIBRARIES, MutationGuard
 from flr_nnx._optimizer import _ON_NEW_ATTRIBUTE, Key, Optimizer, call
 
 ATTR, ITEM, INDEX, FIELD, NODE = "attr", "item", "index", "field", "node"
@@ -549,6 +550,8 @@ def _unmanaged(work: Any) -> list[Root]:
         if not isinstance(function, types.FunctionType) or id(function) in done:
             continue
         done.add(id(function))
+        if _library(function):  # optax's schedules rebind their own closure variables
+            continue
         for name in sorted(_global_names(function.__code__)):
             if name in function.__globals__:
                 value = function.__globals__[name]
@@ -567,6 +570,12 @@ def _unmanaged(work: Any) -> list[Root]:
             except ValueError:  # an empty cell
                 continue
     return roots
+
+
+def _library(function: types.FunctionType) -> bool:
+    """Whether ``function`` belongs to an installed library, not to the user's code."""
+    root = (function.__module__ or "").partition(".")[0]
+    return root in LIBRARIES or root in sys.stdlib_module_names
 
 
 def _tracers(roots: Sequence[Root]) -> dict[int, tuple[str, str, Any]]:

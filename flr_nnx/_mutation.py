@@ -36,7 +36,7 @@ _OPAQUE = (
 
 
 # Objects of these libraries (meshes, loggers, ...) keep caches of their own.
-_LIBRARIES = frozenset(
+LIBRARIES = frozenset(
     {"jax", "jaxlib", "flax", "optax", "numpy", "ml_dtypes", "orbax", "chex", "equinox", "scipy"}
 )
 
@@ -48,7 +48,7 @@ def _user_object(value: Any) -> bool:
     if isinstance(value, _OPAQUE) or not isinstance(getattr(value, "__dict__", None), dict):
         return False
     root = type(value).__module__.partition(".")[0]
-    return root not in _LIBRARIES and root not in sys.stdlib_module_names
+    return root not in LIBRARIES and root not in sys.stdlib_module_names
 
 
 def _mutable(value: Any) -> bool:
@@ -83,6 +83,8 @@ def _binding(
 
     def current() -> Any:
         now = get()
+        if now is not value and _same_number(now, value):
+            now = value  # rebound to an equal number: optax's schedules turn ints into floats
         return (id(now), _freeze(now) if now is value and contents else None)
 
     def restore() -> None:
@@ -95,6 +97,11 @@ def _binding(
             holder.cell_contents = value
 
     return (where, current, current(), restore)
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    numbers = (int, float, complex)
+    return isinstance(a, numbers) and isinstance(b, numbers) and a == b
 
 
 def _cached(value: Any) -> set[str]:

@@ -386,3 +386,14 @@ def test_value_fn_called_with_unknown_keys_is_an_error():
     state = tx.init(PARAMS)
     with pytest.raises(flr.ArgumentError, match=r"value_fn was called with keys \['w'\]"):
         tx.update(GRADS, state, PARAMS, value_fn=lambda p: jnp.sum(p["w"]))
+
+
+def test_optax_schedules_that_rebind_their_closure_are_not_refused():
+    import optax
+
+    # optax's cosine schedule turns its closure's `decay_steps` from int to float when called.
+    schedule = optax.cosine_decay_schedule(1e-2, decay_steps=1000)
+    tx, twin = flr.as_optax(flr.optim.Adam(schedule)), optax.adam(schedule)
+    ours, _ = jax.jit(tx.update)(GRADS, tx.init(PARAMS), PARAMS)
+    theirs, _ = jax.jit(twin.update)(GRADS, twin.init(PARAMS), PARAMS)
+    np.testing.assert_array_equal(ours["w"], theirs["w"])
