@@ -49,7 +49,7 @@ from flr_nnx._errors import (
     describe,
 )
 from flr_nnx._jaxpr import evaluate_outputs
-from flr_nnx._mutation import LIBRARIES, MutationGuard
+from flr_nnx._mutation import LIBRARIES, OPAQUE, MutationGuard
 from flr_nnx._optimizer import _ON_NEW_ATTRIBUTE, Key, Optimizer, call
 
 ATTR, ITEM, INDEX, FIELD, NODE = "attr", "item", "index", "field", "node"
@@ -472,7 +472,6 @@ class HookState:
 # Tracer leaks: traced values stored where the engine does not look.
 
 _SCAN_BUDGET = 10_000  # objects inspected per scan; a scan only runs while tracing
-_OPAQUE = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType, types.MethodType)
 
 
 def _functions_of(value: Any) -> list[Any]:
@@ -591,7 +590,7 @@ def _tracers(roots: Sequence[Root]) -> dict[int, tuple[str, str, Any]]:
         budget[0] -= 1
         if isinstance(value, jax.core.Tracer):
             found.setdefault(id(value), (where, what, value))
-        elif is_array(value) or (isinstance(value, _OPAQUE) and not top):
+        elif is_array(value) or (isinstance(value, OPAQUE) and not top):
             return
         elif isinstance(value, dict):
             for key, child in list(value.items()):
@@ -603,7 +602,7 @@ def _tracers(roots: Sequence[Root]) -> dict[int, tuple[str, str, Any]]:
             for name, child in list(vars(value).items()):
                 if not name.startswith("__"):
                     scan(child, f"{where}.{name}", False, what)
-        elif not isinstance(value, _OPAQUE) and isinstance(getattr(value, "__dict__", None), dict):
+        elif not isinstance(value, OPAQUE) and isinstance(getattr(value, "__dict__", None), dict):
             for name, child in list(vars(value).items()):
                 scan(child, f"{where}.{name}", False, what)
 

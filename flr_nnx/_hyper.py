@@ -23,6 +23,7 @@ from flr_nnx._engine import _ABSENT, HookState, mark_live, unnest
 from flr_nnx._errors import HyperparameterError, describe
 from flr_nnx._optimizer import CHECKS as _CHECKS
 from flr_nnx._optimizer import Optimizer
+from flr_nnx._tree import is_concrete
 
 HyperName = str | Sequence[str | int]
 
@@ -130,9 +131,9 @@ def cast_like(value: Any, old: Any, where: str) -> jax.Array:
             f"{where} is state of shape {tuple(old.shape)} and dtype {old.dtype}; got "
             f"{describe(value)}. Fix: assign a value of shape {tuple(old.shape)}."
         )
-    if _concrete(old) and old.committed:
+    if is_concrete(old) and old.committed:
         new = jax.device_put(new, old.sharding)
-    elif _concrete(old) and _concrete(new) and new.committed:
+    elif is_concrete(old) and is_concrete(new) and new.committed:
         new = jnp.asarray(np.asarray(new))  # computed on a device: uncommitted, like `old`
     if getattr(old, "weak_type", False) and not getattr(new, "weak_type", False):
         # A weakly typed hyperparameter (`Adam(jnp.asarray(0.1))`) stays weakly typed.
@@ -175,10 +176,6 @@ def _path_of(layout: Any, parts: tuple[Any, ...]) -> Any:
         if mirror == parts:
             return path
     return None
-
-
-def _concrete(value: Any) -> bool:
-    return isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer)
 
 
 def _parts(name: HyperName) -> tuple[str | int, ...]:

@@ -23,7 +23,8 @@ import jax
 import numpy as np
 
 _DEPTH = 6  # how deep plain objects are compared and restored
-_OPAQUE = (
+# Code and descriptors: never data a hook changes.
+OPAQUE = (
     types.ModuleType,
     type,
     types.FunctionType,
@@ -45,7 +46,7 @@ def _user_object(value: Any) -> bool:
     """A plain object of the user's (a config, a namespace), not a library's or Python's."""
     if isinstance(value, types.SimpleNamespace):
         return True
-    if isinstance(value, _OPAQUE) or not isinstance(getattr(value, "__dict__", None), dict):
+    if isinstance(value, OPAQUE) or not isinstance(getattr(value, "__dict__", None), dict):
         return False
     root = type(value).__module__.partition(".")[0]
     return root not in LIBRARIES and root not in sys.stdlib_module_names
@@ -123,7 +124,7 @@ def _freeze(value: Any, depth: int = _DEPTH) -> Any:
     use, like ``functools.cached_property`` or a memo table. A set that gained
     members is changed.
     """
-    if depth <= 0 or isinstance(value, (_OPAQUE, jax.Array, np.ndarray)):
+    if depth <= 0 or isinstance(value, (OPAQUE, jax.Array, np.ndarray)):
         return ("id", id(value))
     if isinstance(value, (set, frozenset)):
         return ("set", frozenset(value))
@@ -218,7 +219,7 @@ class MutationGuard:
                     self.watched.append(
                         (where, lambda v=value: _freeze(v), _freeze(value), _save(value))
                     )
-            elif not isinstance(value, _OPAQUE) and (id(holder), name) not in seen:
+            elif not isinstance(value, OPAQUE) and (id(holder), name) not in seen:
                 seen.add((id(holder), name))
                 self.watched.append(_binding(where, value, holder, name))
 

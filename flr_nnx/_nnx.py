@@ -29,7 +29,7 @@ from flr_nnx._errors import (
 from flr_nnx._hyper import cast_like, check_assignment
 from flr_nnx._optax import as_optax
 from flr_nnx._optimizer import Optimizer
-from flr_nnx._tree import flatten, hook_extras, is_float
+from flr_nnx._tree import flatten, hook_extras, is_concrete, is_float
 from flr_nnx.optim._groups import variables_context
 
 M = TypeVar("M")
@@ -51,17 +51,13 @@ def _slot_metadata(param: nnx.Variable, value: Any) -> dict[str, Any]:
     metadata = dict(param.get_metadata())
     if "optimizer_sharding" in metadata:
         metadata["out_sharding"] = metadata.pop("optimizer_sharding")
-    if _concrete(value):
+    if is_concrete(value):
         # The engine already created the value with its sharding (see
         # `_state_sharding`); resharding it eagerly would need a mesh context.
         metadata["eager_sharding"] = False
     # Under a trace (built inside nnx.jit) the value has no sharding yet: NNX applies
     # the annotation as it does to the parameter, as nnx.Optimizer's state gets it.
     return metadata
-
-
-def _concrete(value: Any) -> bool:
-    return isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer)
 
 
 def _keep_sharding(value: Any, var: Any) -> Any:
@@ -91,7 +87,7 @@ def _state_sharding(key: tuple[Any, ...], param: nnx.Variable) -> Any:
     has no ``optimizer_sharding`` annotation (XLA's placement is then fine).
     """
     value = param.get_value()
-    current = value.sharding if _concrete(value) else None
+    current = value.sharding if is_concrete(value) else None
     spec = param.get_metadata().get("optimizer_sharding")
     if spec is None:
         return current if current is not None and len(current.device_set) > 1 else None
@@ -414,7 +410,7 @@ class LiveView:
 
 
 def _short(value: Any) -> str:
-    if isinstance(value, jax.Array) and value.ndim == 0 and _concrete(value):
+    if isinstance(value, jax.Array) and value.ndim == 0 and is_concrete(value):
         return repr(value.item())
     if isinstance(value, jax.Array):
         return f"Array{tuple(value.shape)}:{value.dtype}"
@@ -613,7 +609,7 @@ def load_state_dict(obj: Any, tree: dict[Any, Any]) -> Any:
                 f"expects {describe(old)}. Fix: restore into a {what} built like the one that "
                 "was saved (same model sizes, same optimizer and hyperparameter types)."
             )
-        sharding = old.sharding if _concrete(old) else None
+        sharding = old.sharding if is_concrete(old) else None
         values.append(jax.device_put(new, sharding) if sharding is not None else jnp.asarray(new))
     if missing or extra:
         raise StructureError(

@@ -31,6 +31,11 @@ def key_of(path: tuple[Any, ...]) -> Key:
     return tuple(_part(entry) for entry in path)
 
 
+def is_concrete(value: Any) -> bool:
+    """Whether ``value`` is a JAX array with a value (not a tracer)."""
+    return isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer)
+
+
 def is_float(leaf: Any) -> bool:
     """Whether a leaf is optimized: float (or complex) arrays only."""
     dtype = getattr(leaf, "dtype", None)
