@@ -527,6 +527,10 @@ def _unmanaged(work: Any) -> list[Root]:
         if children is None:
             if not is_array(node):
                 roots.append(Root(format_path(path), node, "an object the engine does not copy"))
+                if isinstance(node, types.MethodType):  # a user object's method: the object too
+                    roots.append(
+                        Root(f"{format_path(path)}.__self__", node.__self__, "a method's object")
+                    )
                 functions.extend((format_path(path), f) for f in _functions_of(node))
             return
         for step_, child in children:
@@ -557,6 +561,7 @@ def _unmanaged(work: Any) -> list[Root]:
                 roots.append(
                     Root(name, value, f"a global used by {owner}", function.__globals__, name)
                 )
+                functions.extend((f"{owner} -> {name}", f) for f in _functions_of(value))
         cells = function.__closure__ or ()
         for name, cell in zip(function.__code__.co_freevars, cells):
             try:
@@ -713,7 +718,7 @@ def _discovery(opt: Optimizer, keys: tuple[Key, ...], found: dict[str, Any]) -> 
             value = _scalars(before.statics).get(path, value)
             final = after.arrays[path]
             if not is_array(value):  # a Python number: the state's value everywhere
-                value = jnp.full(final.shape, value, final.dtype)
+                value = _number_as_state(path, value, final)
             value = jnp.asarray(value)
             if value.shape != final.shape or value.dtype != final.dtype:
                 raise StateError(
@@ -766,6 +771,28 @@ def _not_none(root: Any, path: Path) -> bool:
     except (TypeError, ValueError):
         return False
     return parameter is not None and parameter.default is not None
+
+
+def _number_as_state(path: Path, number: Any, final: Any) -> Any:
+    """A Python number that starts an array state, broadcast to it; refused if it does not fit."""
+    dtype = np.dtype(final.dtype)
+    if isinstance(number, complex) and number.imag and dtype.kind != "c":
+        fits = False
+    elif dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        real = complex(number)
+        fits = not real.imag and real.real.is_integer() and info.min <= real.real <= info.max
+    elif dtype.kind == "b":
+        fits = number in (0, 1)
+    else:
+        fits = True
+    if not fits:
+        raise StateError(
+            f"{format_path(path)} starts as the Python number {number!r}, but the first step "
+            f"turns it into {describe(final)}, which cannot hold that value. Fix: start it "
+            "as an array of the dtype it will have, e.g. `jnp.asarray(value, dtype)`."
+        )
+    return jnp.full(final.shape, number.real if dtype.kind != "c" else number, final.dtype)
 
 
 def _scalars(statics: Mapping[Path, Any]) -> dict[Path, Any]:

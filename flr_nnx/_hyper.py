@@ -287,6 +287,12 @@ def _static(holder: Any, parts: tuple[Any, ...]) -> Any:
     return node
 
 
+def _hyper_names(layout: Any) -> list[str]:
+    """The live hyperparameters of a layout, dotted."""
+    mirror = dict(zip(layout.paths, layout.mirror, strict=True))
+    return sorted(".".join(map(str, mirror[path])) for path, _ in layout.hypers)
+
+
 def _nnx_names(holder: Any) -> list[str]:
     return sorted(
         ".".join(map(str, parts))
@@ -337,15 +343,17 @@ def _nnx_set(holder: Any, parts: tuple[Any, ...], value: Any) -> Any:
         return holder
     if not private and _static(holder, parts) is not _ABSENT:
         raise HyperparameterError(
-            f"Hyperparameter {text!r} is a Python value, compiled into the training step as "
-            "a constant; setting it would not change training. Fix: construct the "
-            f"optimizer with `flr.hyper(...)` for {parts[-1]!r} to make it live state (e.g. "
-            "`flr.optim.Adam(flr.hyper(1e-3))`)."
+            f"Hyperparameter {text!r} is a Python value (or an array the hooks only read), "
+            "compiled into the training step as a constant; setting it would not change "
+            f"training. Fix: construct the optimizer with `flr.hyper(...)` for {parts[-1]!r} "
+            "to make it live state (e.g. `flr.optim.Adam(flr.hyper(1e-3))`). An flr.hyper "
+            "array is live only as that object: a copy (copy.deepcopy, pickle) of the "
+            "optimizer holds a plain array."
         )
     raise HyperparameterError(
         f"No live hyperparameter {text!r} in {type(holder._template).__name__}; its live "
-        f"entries are {_nnx_names(holder)}. Fix: use one of those names (dotted for nested "
-        "optimizers), or construct the optimizer with flr.hyper(value) for it."
+        f"entries are {_hyper_names(holder.layout)}. Fix: use one of those names (dotted "
+        "for nested optimizers), or construct the optimizer with flr.hyper(value) for it."
     )
 
 

@@ -23,6 +23,7 @@ import jax
 import numpy as np
 
 _DEPTH = 6  # how deep plain objects are compared and restored
+_SMALL = 1 << 16  # NumPy arrays in plain objects up to this size are compared by value
 # Code and descriptors: never data a hook changes.
 OPAQUE = (
     types.ModuleType,
@@ -48,7 +49,11 @@ def _user_object(value: Any) -> bool:
         return True
     if isinstance(value, OPAQUE) or not isinstance(getattr(value, "__dict__", None), dict):
         return False
-    root = type(value).__module__.partition(".")[0]
+    return _user_class(type(value))
+
+
+def _user_class(klass: type) -> bool:
+    root = klass.__module__.partition(".")[0]
     return root not in LIBRARIES and root not in sys.stdlib_module_names
 
 
@@ -84,8 +89,10 @@ def _binding(
 
     def current() -> Any:
         now = get()
-        if now is not value and _same_number(now, value):
-            now = value  # rebound to an equal number: optax's schedules turn ints into floats
+        if now is not value and (_same_number(now, value) or value is None):
+            # rebound to an equal number (optax's schedules turn ints into floats), or
+            # filled lazily on first use (`if _cache is None: _cache = ...`)
+            now = value
         return (id(now), _freeze(now) if now is value and contents else None)
 
     def restore() -> None:
@@ -124,6 +131,8 @@ def _freeze(value: Any, depth: int = _DEPTH) -> Any:
     use, like ``functools.cached_property`` or a memo table. A set that gained
     members is changed.
     """
+    if isinstance(value, np.ndarray) and value.size <= _SMALL:
+        return ("ndarray", value.shape, value.dtype.str, value.tobytes())
     if depth <= 0 or isinstance(value, (OPAQUE, jax.Array, np.ndarray)):
         return ("id", id(value))
     if isinstance(value, (set, frozenset)):
@@ -154,6 +163,8 @@ class _Entries(dict):
 
 def _unchanged(before: Any, after: Any) -> bool:
     """Whether the picture ``after`` shows the same contents as ``before`` (or added entries)."""
+    if before == ("value", None):  # filled lazily on first use: a cache, like the ones above
+        return True
     if isinstance(before, _Entries):
         return isinstance(after, _Entries) and all(
             k in after and _unchanged(v, after[k]) for k, v in before.items()
@@ -167,6 +178,9 @@ def _unchanged(before: Any, after: Any) -> bool:
 
 def _save(value: Any, depth: int = _DEPTH) -> Callable[[], None]:
     """A function that puts ``value``'s contents back as they are now."""
+    if isinstance(value, np.ndarray) and value.size <= _SMALL and value.flags.writeable:
+        saved = value.copy()
+        return lambda: np.copyto(value, saved)
     if depth <= 0 or not _mutable(value):
         return lambda: None
     if isinstance(value, functools.partial):  # its keywords are a dict of its own
@@ -219,6 +233,19 @@ class MutationGuard:
                     self.watched.append(
                         (where, lambda v=value: _freeze(v), _freeze(value), _save(value))
                     )
+                if _user_object(value):  # and the attributes of its (user) class
+                    for klass in type(value).__mro__[:-1]:
+                        if not _user_class(klass):
+                            continue
+                        skip = _cached(value)
+                        for attr, bound in list(vars(klass).items()):
+                            if attr.startswith("__") or attr in skip or isinstance(bound, OPAQUE):
+                                continue
+                            if (id(klass), attr) not in seen:
+                                seen.add((id(klass), attr))
+                                self.watched.append(
+                                    _binding(f"{klass.__name__}.{attr}", bound, klass, attr)
+                                )
             elif not isinstance(value, OPAQUE) and (id(holder), name) not in seen:
                 seen.add((id(holder), name))
                 self.watched.append(_binding(where, value, holder, name))

@@ -16,7 +16,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from flr_nnx import _engine
 from flr_nnx._bridges import check_hook_optimizer, is_optax
-from flr_nnx._engine import ATTR, INDEX, ITEM, format_path
+from flr_nnx._engine import ATTR, FIELD, INDEX, ITEM, format_path
 from flr_nnx._errors import (
     ArgumentError,
     BridgeError,
@@ -389,7 +389,8 @@ class LiveView:
                 "hooks only read), compiled into it; "
                 "assigning it would not change training. Fix: construct the optimizer with "
                 f"`flr.hyper(...)` for {name!r} to make it live state (e.g. "
-                "`flr.optim.Adam(flr.hyper(1e-3))`)."
+                "`flr.optim.Adam(flr.hyper(1e-3))`). An flr.hyper array is live only as that "
+                "object: a copy (copy.deepcopy, pickle) of the optimizer holds a plain array."
             )
         raise AttributeError(
             f"{format_path(self._prefix)} ({type(self._node).__name__}) has no attribute "
@@ -441,6 +442,20 @@ def _resolve(
     if isinstance(node, Optimizer):
         return LiveView(owner, node, path)
     steps = dict.fromkeys(_next_steps(owner, path))
+    kind = dict(owner.layout.containers).get(path, type(node))
+    if isinstance(kind, type) and issubclass(kind, tuple) and hasattr(kind, "_fields"):
+        # A namedtuple (optax's states): itself, immutable, with its field names.
+        fields = [
+            _resolve(
+                owner,
+                getattr(node, f, _engine._ABSENT),
+                (*path, (FIELD, f)),
+                slots,
+                statics,
+            )
+            for f in kind._fields
+        ]
+        return kind._make(fields)
     if isinstance(node, dict):
         steps.update(dict.fromkeys((ITEM, k) for k in node))
     elif isinstance(node, (list, tuple)):

@@ -397,3 +397,82 @@ def test_optax_schedules_that_rebind_their_closure_are_not_refused():
     ours, _ = jax.jit(tx.update)(GRADS, tx.init(PARAMS), PARAMS)
     theirs, _ = jax.jit(twin.update)(GRADS, twin.init(PARAMS), PARAMS)
     np.testing.assert_array_equal(ours["w"], theirs["w"])
+
+
+@pytest.mark.parametrize("number, dtype", [(2**31 + 5, jnp.int32), (3 + 4j, jnp.float32)])
+def test_python_number_that_the_state_cannot_hold_is_refused(number, dtype):
+    class Starts(flr.optim.Optimizer):
+        def __init__(self):
+            self.v = number
+
+        def call_model(self, grads, **_):
+            self.v = jnp.zeros((), dtype)
+            return grads
+
+    with pytest.raises(flr.StateError, match=r"opt\.v starts as the Python number"):
+        flr.as_optax(Starts()).init(PARAMS)
+
+
+def test_more_hook_mutations_are_refused_and_lazy_caches_are_not():
+    class Counter:
+        def __init__(self):
+            self.n = 0
+
+        def bump(self):
+            self.n += 1
+            return float(self.n)
+
+    class Kind:
+        count = 0
+
+    class Bound(flr.optim.Optimizer):
+        def __init__(self, counter):
+            self.cb = counter.bump
+
+        def call_param(self, key, grad, **_):
+            return grad * self.cb()
+
+    class ClassOfConfig(flr.optim.Optimizer):
+        def __init__(self):
+            self.cfg = Kind()
+
+        def call_param(self, key, grad, **_):
+            type(self.cfg).count += 1
+            return grad
+
+    class ArrayInConfig(flr.optim.Optimizer):
+        def __init__(self):
+            self.cfg = types.SimpleNamespace(arr=np.zeros(3))
+
+        def call_param(self, key, grad, **_):
+            self.cfg.arr[0] += 1
+            return grad
+
+    counter = Counter()
+    for opt in (Bound(counter), ClassOfConfig(), ArrayInConfig()):
+        with pytest.raises(flr.StateError, match="put back"):
+            flr.as_optax(opt).init(PARAMS)
+    assert counter.n == 0 and Kind.count == 0 and opt.cfg.arr.tolist() == [0.0, 0.0, 0.0]
+
+    class Lazy(flr.optim.Optimizer):
+        _coef = None
+
+        def call_param(self, key, grad, **_):
+            if type(self)._coef is None:
+                type(self)._coef = 0.5
+            return grad * type(self)._coef
+
+    tx = flr.as_optax(Lazy())
+    updates, _ = jax.jit(tx.update)(GRADS, tx.init(PARAMS), PARAMS)
+    np.testing.assert_allclose(updates["w"], -0.5 * GRADS["w"])
+
+
+def test_live_view_keeps_optax_state_field_names():
+    import optax
+
+    model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
+    optimizer = flr.NNXOptimizer(model, flr.from_optax(optax.adam(0.1)), wrt=nnx.Param)
+    adam_state = optimizer.opt.tx_state[0]
+    assert type(adam_state).__name__ == "ScaleByAdamState"
+    assert sorted(adam_state.mu) == [("bias",), ("kernel",)]
+    assert int(adam_state.count) == 0
