@@ -287,8 +287,18 @@ def checked_call(hook: Callable[..., Any], /, **kwargs: Any) -> Any:
         raise problem from error
 
 
+def _target(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """What runs when ``hook`` is called: an optimizer's ``__call__``, else the hook."""
+    return hook.__call__ if isinstance(hook, Optimizer) else hook
+
+
+def _shown(parameters: Iterable[inspect.Parameter]) -> inspect.Signature:
+    """A signature as an error message shows it: without annotations."""
+    return inspect.Signature([p.replace(annotation=p.empty) for p in parameters])
+
+
 def _signature_problem(hook: Callable[..., Any], kwargs: Mapping[str, Any]) -> HookError | None:
-    target = hook.__call__ if isinstance(hook, Optimizer) else hook
+    target = _target(hook)
     try:
         signature = inspect.signature(target)
     except (TypeError, ValueError):
@@ -313,9 +323,7 @@ def _signature_problem(hook: Callable[..., Any], kwargs: Mapping[str, Any]) -> H
                 "stand-ins for optax's `grad=` and `value_fn=` exist). Fix: give it a default "
                 f"(`{extras[0]}=None`) and handle its absence, or pass it to every `update`."
             )
-        shown = inspect.Signature(
-            [p.replace(annotation=p.empty) for p in signature.parameters.values()]
-        )
+        shown = _shown(signature.parameters.values())
         return HookError(
             f"{owner}{shown} cannot be called as the engine calls it, with the keyword "
             f"arguments {', '.join(f'{k}=' for k in kwargs)} ({bad}). Hooks are called with "
@@ -347,7 +355,7 @@ def restrict(extra: Mapping[str, Any], keys: Iterable[Key]) -> dict[str, Any]:
 
 
 def _signature(hook: Callable[..., Any]) -> tuple[frozenset[str], bool]:
-    target = hook.__call__ if isinstance(hook, Optimizer) else hook
+    target = _target(hook)
     function = getattr(target, "__func__", target)
     try:
         return _SIGNATURES[function]
@@ -411,9 +419,7 @@ def _argument_error(
         problem = f"unknown keyword argument{'s' * (len(unknown) > 1)} {', '.join(unknown)}"
     else:
         problem = str(error)
-    shown = inspect.Signature(
-        [p.replace(annotation=p.empty) for p in list(signature.parameters.values())[1:]]
-    )
+    shown = _shown(list(signature.parameters.values())[1:])
     # A subclass forwarding to its parent's __init__: name both.
     owner = init.__qualname__.rpartition(".")[0] or cls.__name__
     if owner.rpartition(".")[2] != cls.__name__:
