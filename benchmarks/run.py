@@ -15,7 +15,7 @@ to the median) and as a ratio against optax measured in the same run.
 What is measured:
 
 - compiled update-step time (``jax.jit``, donated parameters and state) of
-  ``flr.as_optax(flr.optim.Adam)`` and ``flr.optim.Packed`` against
+  ``flr.as_optax(flr.optim.Adam)`` and ``flr.compose.Packed`` against
   ``optax.adam``, on one leaf of 1M / 16M / 64M parameters and on 1000 leaves
   of 4096; the achieved bandwidth at the minimum 28 bytes per parameter
   against this machine's measured in-place ceiling; XLA's
@@ -170,7 +170,7 @@ def transformations() -> dict[str, optax.GradientTransformation]:
     return {
         "optax.adam": optax.adam(LR),
         "flr as_optax(Adam)": flr.as_optax(flr.optim.Adam(LR)),
-        "flr as_optax(Packed(Adam))": flr.as_optax(flr.optim.Packed(flr.optim.Adam(LR))),
+        "flr as_optax(Packed(Adam))": flr.as_optax(flr.compose.Packed(flr.optim.Adam(LR))),
     }
 
 

@@ -108,7 +108,7 @@ def find_undocumented(
     Returns:
         One message per problem, empty when every public name is documented. A
         name counts as documented when the same object appears in the API pages
-        under any public path (``flr_nnx.from_optax`` is ``flr_nnx.optim.from_optax``).
+        under any public path (``flr_nnx.from_optax`` is ``flr_nnx.compose.from_optax``).
     """
     documented = set(documented)
     seen = {id(obj) for obj in map(_resolve, documented) if obj is not None}

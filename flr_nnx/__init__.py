@@ -1,5 +1,7 @@
 """flr_nnx: write an optimizer as a small class with hooks; run it in Flax NNX and optax."""
 
+from flr_nnx import compose as compose
+from flr_nnx import helpers as helpers
 from flr_nnx import optim as optim
 from flr_nnx import testing as testing
 from flr_nnx._engine import HookState as HookState
@@ -23,6 +25,6 @@ from flr_nnx._nnx import OptimizerSlot as OptimizerSlot
 from flr_nnx._nnx import load_state_dict as load_state_dict
 from flr_nnx._nnx import state_dict as state_dict
 from flr_nnx._optax import as_optax as as_optax
-from flr_nnx.optim._from_optax import from_optax as from_optax
+from flr_nnx.compose import from_optax as from_optax
 
 __version__ = "0.1.0"

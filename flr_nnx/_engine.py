@@ -8,7 +8,7 @@ How it works:
 
 - The optimizer object is a tree of Python containers: optimizer objects
   (their attributes), dicts (e.g. ``self.m`` keyed by parameter key), lists and
-  tuples (e.g. :class:`~flr_nnx.optim.Chain`'s links). Every JAX array in that
+  tuples (e.g. :class:`~flr_nnx.compose.Chain`'s links). Every JAX array in that
   tree is *state*; everything else (Python floats, callables, ...) is static
   configuration that stays a compile-time constant.
 - :func:`step` rebuilds a private copy of the optimizer with the state arrays
@@ -831,7 +831,7 @@ def init(
     eagerly apart from those initial values.
 
     For an optimizer whose class declares ``elementwise = True`` (the contract
-    :class:`~flr_nnx.optim.Packed` relies on: ``call_param`` treats every
+    :class:`~flr_nnx.compose.Packed` relies on: ``call_param`` treats every
     parameter alike and ``call_model`` does not depend on how the parameters
     are split into leaves), the step is traced on one parameter per shape and
     dtype, and the state found for it is repeated for the others, when its
@@ -1165,7 +1165,7 @@ def _check_shapes(
                     "changing its state's dtype (and recompiling); flr_nnx keeps each state's "
                     "dtype. Fix: cast the gradients to the parameters' dtype, e.g. "
                     "`jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)`, and "
-                    "wrap the optimizer in flr.optim.MixedPrecision(opt) to keep its state "
+                    "wrap the optimizer in flr.compose.MixedPrecision(opt) to keep its state "
                     "in float32."
                 )
 

@@ -378,7 +378,7 @@ def get_hyper(holder: Any, name: HyperName) -> Any:
             ``opt_state``, or an optax state containing exactly one
             :func:`~flr_nnx.as_optax` state with ``name``.
         name: the attribute name, dotted for nested optimizers
-            (``"links.1.learning_rate"`` in a :class:`~flr_nnx.optim.Chain`).
+            (``"links.1.learning_rate"`` in a :class:`~flr_nnx.compose.Chain`).
 
     Returns:
         The current value (an array; a Python number for a constant).

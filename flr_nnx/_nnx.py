@@ -30,7 +30,7 @@ from flr_nnx._hyper import cast_like, check_assignment
 from flr_nnx._optax import as_optax
 from flr_nnx._optimizer import Optimizer
 from flr_nnx._tree import flatten, hook_extras, is_concrete, is_float
-from flr_nnx.optim._groups import variables_context
+from flr_nnx.compose._groups import variables_context
 
 M = TypeVar("M")
 
@@ -125,8 +125,8 @@ class NNXOptimizer(nnx.Optimizer[M]):
     view of the hook optimizer (read state, assign live hyperparameters made
     with :func:`flr_nnx.hyper`). :attr:`step` counts every call of
     :meth:`update`, including the mini-steps of
-    :class:`~flr_nnx.optim.MultiSteps` and the steps that
-    :class:`~flr_nnx.optim.SkipNonFinite` skips.
+    :class:`~flr_nnx.compose.MultiSteps` and the steps that
+    :class:`~flr_nnx.compose.SkipNonFinite` skips.
 
     Example:
         >>> import jax, jax.numpy as jnp

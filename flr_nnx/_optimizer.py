@@ -46,7 +46,7 @@ class Optimizer:
     - :meth:`call_param` runs once per parameter and returns its update.
       **A positive update means descent**: it is subtracted from the parameter.
     - :meth:`__call__` ties them together; override it for advanced use (see
-      :class:`flr_nnx.optim.Chain`).
+      :class:`flr_nnx.compose.Chain`).
 
     The object itself is never mutated by a training step: the engine runs the
     hooks on a private copy whose state comes from the bridge (an NNX Variable

@@ -60,7 +60,7 @@ GROUPS = {
     "complex": (
         "A complex parameter meets a step with no complex answer",
         "The built-ins treat complex parameters as optax does (:math:`|g|^2` via "
-        "``flr.optim.abs_sq``). Where optax raises for complex numbers or silently drops "
+        "``flr.helpers.abs_sq``). Where optax raises for complex numbers or silently drops "
         "their imaginary part, they raise instead, naming the parameter.",
     ),
     "leaks": (

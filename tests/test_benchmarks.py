@@ -38,7 +38,7 @@ def test_smoke_run_writes_table_and_plot(tmp_path):
     assert all(stat.median > 0 for stat in results["nnx"]["stats"].values())
 
 
-# -- flr.optim.Packed: the opt-in multi-tensor path --------------------------
+# -- flr.compose.Packed: the opt-in multi-tensor path --------------------------
 
 
 def mixed_params(bf16=True):
@@ -108,7 +108,7 @@ def elementwise_tutorial_adam():
 )
 def test_packed_is_bit_identical_to_per_leaf_as_optax(make):
     params = mixed_params()
-    packed = run_optax(flr.as_optax(flr.optim.Packed(make())), params)
+    packed = run_optax(flr.as_optax(flr.compose.Packed(make())), params)
     per_leaf = run_optax(flr.as_optax(make()), params)
     assert bit_equal(packed, per_leaf)
 
@@ -120,7 +120,7 @@ def test_packed_tutorial_adam_matches_per_leaf():
     # measured 1 ulp on the scalar leaf at the first step). Every other leaf is
     # bit-identical. flr.optim.Adam computes them once in call_model: no difference.
     params = mixed_params(bf16=False)  # its updates are float32 whatever the parameter
-    packed = run_optax(flr.as_optax(flr.optim.Packed(elementwise_tutorial_adam())), params)
+    packed = run_optax(flr.as_optax(flr.compose.Packed(elementwise_tutorial_adam())), params)
     per_leaf = run_optax(flr.as_optax(elementwise_tutorial_adam()), params)
     for a, b in zip(packed, per_leaf, strict=True):
         assert bit_equal(
@@ -149,12 +149,12 @@ def test_packed_is_bit_identical_to_per_leaf_in_nnx():
             step(model, optimizer)
         return nnx.state(model, nnx.Param)
 
-    packed = train(flr.optim.Packed(flr.optim.Adam(0.01)))
+    packed = train(flr.compose.Packed(flr.optim.Adam(0.01)))
     assert bit_equal(packed, train(flr.optim.Adam(0.01)))
 
 
 def test_packed_state_is_one_buffer_per_dtype():
-    state = flr.as_optax(flr.optim.Packed(flr.optim.Adam(0.01))).init(mixed_params())
+    state = flr.as_optax(flr.compose.Packed(flr.optim.Adam(0.01))).init(mixed_params())
     mu = state.tree["inner"]["mu"]["packed"]
     assert {k: v.shape for k, v in mu.items()} == {"float32": (5 * 7 + 7 + 1,), "bfloat16": (12,)}
 
@@ -163,6 +163,6 @@ def test_packed_refuses_optimizers_not_declared_elementwise():
     from tutorial_adam import Adam as TutorialAdam
 
     with pytest.raises(flr.HyperparameterError, match=r"elementwise = True"):
-        flr.optim.Packed(TutorialAdam())
+        flr.compose.Packed(TutorialAdam())
     with pytest.raises(flr.HyperparameterError, match=r"hook optimizer"):
-        flr.optim.Packed(lambda grads: grads)
+        flr.compose.Packed(lambda grads: grads)

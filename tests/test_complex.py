@@ -53,7 +53,7 @@ class ComplexNet(nnx.Module):
 def loss_value(step, params):
     """A positive real loss for PolyakSGD."""
     del step
-    return 1.0 + 0.5 * sum(jnp.sum(flr.optim.abs_sq(p)) for p in jax.tree.leaves(params))
+    return 1.0 + 0.5 * sum(jnp.sum(flr.helpers.abs_sq(p)) for p in jax.tree.leaves(params))
 
 
 # Complex-capable variants that reach code paths the ZOO entries do not.
@@ -83,7 +83,7 @@ VARIANTS = [
     ),
     Entry(
         "Chain[global norm]",
-        lambda: flr.optim.Chain(
+        lambda: flr.compose.Chain(
             flr.optim.ClipByGlobalNorm(1.0),
             flr.optim.Adam(1.0),
             flr.optim.AddDecayedWeights(1e-2),
@@ -156,7 +156,7 @@ def test_complex_gradients_are_complex():
     # The cross-checks' gradients have imaginary parts, so g**2 != |g|^2 shows.
     grads = flr.testing.default_grads(jnp.int32(0), {"w": jnp.zeros((2, 3), jnp.complex64)})
     assert grads["w"].dtype == jnp.complex64
-    assert np.all(np.asarray(flr.optim.abs_sq(grads["w"])) != np.asarray(grads["w"] ** 2).real)
+    assert np.all(np.asarray(flr.helpers.abs_sq(grads["w"])) != np.asarray(grads["w"] ** 2).real)
 
 
 def _optax_behaviour(entry: Entry) -> str:

@@ -168,7 +168,7 @@ class Scale(flr.optim.Optimizer):
 
 def test_chain_of_hooks_equals_composition_by_hand():
     params = dict_params()
-    chained = flr.as_optax(flr.optim.Chain(Scale(0.5), flr.optim.Adam(0.1)))
+    chained = flr.as_optax(flr.compose.Chain(Scale(0.5), flr.optim.Adam(0.1)))
     adam = flr.as_optax(flr.optim.Adam(0.1))
     c_state, a_state = chained.init(params), adam.init(params)
     for i in range(10):
@@ -291,7 +291,7 @@ def test_state_created_after_init_is_a_clear_error():
 class Holder(flr.optim.Optimizer):
     def __init__(self):
         self.by_name = {"a": flr.optim.Adam(0.1)}
-        self.pair = (Scale(2.0), [flr.optim.Chain(flr.optim.Adam(0.01))])
+        self.pair = (Scale(2.0), [flr.compose.Chain(flr.optim.Adam(0.01))])
 
     def __call__(self, loss, grads, params):
         grads = self.pair[0](loss=loss, grads=grads, params=params)
@@ -620,7 +620,7 @@ def test_transient_dict_filled_through_a_local_name_works():
 
 
 def test_private_state_is_not_offered_as_a_hyperparameter():
-    tx = flr.as_optax(flr.optim.Packed(flr.optim.Adam(0.1)))
+    tx = flr.as_optax(flr.compose.Packed(flr.optim.Adam(0.1)))
     state = tx.init({"w": jnp.ones(3)})
     assert "_per_step_scalars" in state.tree
     with pytest.raises(flr.HyperparameterError, match=r"scalar entries are \['inner\.count'\]"):

@@ -249,7 +249,7 @@ def test_zoo_packed_is_bit_identical_to_per_leaf(entry):
             p = jax.tree.map(lambda a, u: a + u, p, updates)
         return out
 
-    packed, per_leaf = run(flr.optim.Packed(entry.make())), run(entry.make())
+    packed, per_leaf = run(flr.compose.Packed(entry.make())), run(entry.make())
     for a, b in zip(jax.tree.leaves(packed), jax.tree.leaves(per_leaf), strict=True):
         assert a.dtype == b.dtype
         np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
@@ -320,4 +320,4 @@ def test_a_subclass_does_not_inherit_the_elementwise_promise():
     state = _engine.init(KeyDependent(0.1), params)
     assert float(at(state.tree["mult"], ("l1", "kernel"))) == 1.0
     with pytest.raises(flr.HyperparameterError, match="not inherited"):
-        flr.optim.Packed(KeyDependent(0.1))
+        flr.compose.Packed(KeyDependent(0.1))

@@ -207,7 +207,7 @@ def test_read_only_array_is_not_a_live_hyperparameter():
 def test_schedule_value_is_what_the_next_step_uses():
     schedule = optax.warmup_cosine_decay_schedule(0.0, 0.05, warmup_steps=3, decay_steps=10)
     model, ref_model = MLP(nnx.Rngs(3)), MLP(nnx.Rngs(3))
-    optimizer = flr.NNXOptimizer(model, flr.optim.Chain(flr.optim.Adam(schedule)), wrt=nnx.Param)
+    optimizer = flr.NNXOptimizer(model, flr.compose.Chain(flr.optim.Adam(schedule)), wrt=nnx.Param)
     ref = nnx.Optimizer(ref_model, injected_adam(schedule), wrt=nnx.Param)
     step = nnx_step()
     assert optimizer.opt.links[0].learning_rate is schedule  # the view shows the schedule

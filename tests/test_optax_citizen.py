@@ -41,7 +41,7 @@ INJECTED = [
     ),
     (
         lambda learning_rate: flr.as_optax(
-            flr.optim.MultiSteps(flr.optim.Adam(learning_rate), every_k=1)
+            flr.compose.MultiSteps(flr.optim.Adam(learning_rate), every_k=1)
         ),
         lambda learning_rate: optax.MultiSteps(
             optax.adam(learning_rate), every_k_schedule=1
@@ -242,7 +242,7 @@ def test_partition_gives_each_group_its_own_keys_of_an_extra_argument():
             seen[self.name] = sorted(grad)
             return grads
 
-    opt = flr.optim.Partition([(("w",), Recorder("w"))], default=Recorder("rest"))
+    opt = flr.compose.Partition([(("w",), Recorder("w"))], default=Recorder("rest"))
     tx = flr.as_optax(opt)
     tx.update(GRADS, tx.init(PARAMS), PARAMS, grad=GRADS)
     assert seen == {"w": [("w",)], "rest": [("b",)]}
@@ -459,6 +459,6 @@ def test_flr_hyper_inside_inject_hyperparams_is_a_clear_error():
 
 def test_chain_and_from_optax_mix_ups_are_bridge_errors():
     with pytest.raises(flr.BridgeError, match=r"Chain link 0 .*flr\.from_optax"):
-        flr.optim.Chain(optax.adam(0.1))
+        flr.compose.Chain(optax.adam(0.1))
     with pytest.raises(flr.BridgeError, match="already a hook optimizer"):
         flr.from_optax(flr.optim.Adam(0.1))

@@ -43,7 +43,7 @@ def loss_fn(model, x, y):
 
 def make_nnx(seed=0, hidden=8):
     model = MLP(nnx.Rngs(seed), hidden)
-    opt = flr.optim.MultiSteps(flr.optim.Adam(flr.hyper(1e-2)), every_k=2)
+    opt = flr.compose.MultiSteps(flr.optim.Adam(flr.hyper(1e-2)), every_k=2)
     return model, flr.NNXOptimizer(model, opt, wrt=nnx.Param)
 
 

@@ -1,4 +1,4 @@
-"""Parameter groups and freezing: flr.optim.Partition and flr.optim.freeze."""
+"""Parameter groups and freezing: flr.compose.Partition and flr.compose.freeze."""
 
 import re
 
@@ -35,7 +35,7 @@ def params_and_grads(i):
 def test_partition_matches_optax_partition_and_frozen_have_no_state():
     params, _ = params_and_grads(0)
     hook = flr.as_optax(
-        flr.optim.Partition(
+        flr.compose.Partition(
             [
                 (r"bias$", flr.optim.Adam(1e-2, b1=0.5)),
                 (re.compile(r"^embed"), None),  # frozen
@@ -96,7 +96,7 @@ class Model(nnx.Module):
 
 def test_variable_type_filters_and_freezing_under_nnx_optimizer():
     model = Model(nnx.Rngs(0))
-    opt = flr.optim.Partition(
+    opt = flr.compose.Partition(
         [(nnx.LoRAParam, flr.optim.Adam(1e-2)), (r"^head/", flr.optim.Adam(1e-3))],
         default=None,  # the base weights are frozen
     )
@@ -125,19 +125,19 @@ def test_variable_type_filters_and_freezing_under_nnx_optimizer():
 
 
 def test_variable_type_filter_under_as_optax_is_a_clear_error():
-    tx = flr.as_optax(flr.optim.Partition([(nnx.LoRAParam, None)], default=flr.optim.Adam(0.1)))
+    tx = flr.as_optax(flr.compose.Partition([(nnx.LoRAParam, None)], default=flr.optim.Adam(0.1)))
     with pytest.raises(flr.HookError, match=r"Variable type .*flr\.NNXOptimizer"):
         tx.init({"w": jnp.ones(2)})
 
 
 def test_freeze_shorthand_and_bad_groups():
     params, grads = params_and_grads(1)
-    tx = flr.as_optax(flr.optim.freeze(flr.optim.Adam(0.1), r"^layers/0/", "embed"))
+    tx = flr.as_optax(flr.compose.freeze(flr.optim.Adam(0.1), r"^layers/0/", "embed"))
     u, state = tx.update(grads, tx.init(params), params)
     assert not np.any(u["embed"]) and not np.any(u["layers"][0]["kernel"])
     assert np.all(u["layers"][1]["kernel"] != 0)
     assert set(state.tree["optimizers"][1]["mu"]["layers"]) == {1}
     with pytest.raises(flr.HyperparameterError, match=r"\(filter, optimizer\) pair"):
-        flr.optim.Partition([nnx.Param], default=None)
+        flr.compose.Partition([nnx.Param], default=None)
     with pytest.raises(flr.HyperparameterError, match="from_optax"):
-        flr.optim.Partition([(nnx.Param, optax.adam(0.1))], default=None)
+        flr.compose.Partition([(nnx.Param, optax.adam(0.1))], default=None)

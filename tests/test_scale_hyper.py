@@ -85,7 +85,7 @@ def test_live_view_reads_state_and_statics_and_refuses_constants():
     model = MLP(nnx.Rngs(0))
     optimizer = flr.NNXOptimizer(
         model,
-        flr.optim.Chain(flr.optim.Adam(flr.hyper(0.1), b1=0.8)),
+        flr.compose.Chain(flr.optim.Adam(flr.hyper(0.1), b1=0.8)),
         wrt=nnx.Param,
     )
     view = optimizer.opt
@@ -182,7 +182,7 @@ def test_get_set_hyper_errors_name_the_fix():
     two = (flr.as_optax(flr.optim.Adam(flr.hyper(0.1))).init(params),) * 2
     with pytest.raises(flr.HyperparameterError, match="2 hook optimizers"):
         flr.set_hyper(two, "learning_rate", 0.2)
-    nested = flr.as_optax(flr.optim.Chain(flr.optim.Adam(flr.hyper(0.1)))).init(params)
+    nested = flr.as_optax(flr.compose.Chain(flr.optim.Adam(flr.hyper(0.1)))).init(params)
     nested = flr.set_hyper(nested, "links.0.learning_rate", 0.3)
     assert float(nested.tree["links"][0]["learning_rate"]) == np.float32(0.3)
 

@@ -53,7 +53,7 @@ def run_both(hook, ref, steps, bad=()):
 @pytest.mark.parametrize("use_grad_mean", [True, False])
 def test_multisteps_bit_identical_to_optax_multisteps(use_grad_mean):
     hook = flr.as_optax(
-        flr.optim.MultiSteps(flr.optim.Adam(1e-2), every_k=3, use_grad_mean=use_grad_mean)
+        flr.compose.MultiSteps(flr.optim.Adam(1e-2), every_k=3, use_grad_mean=use_grad_mean)
     )
     ref = optax.MultiSteps(optax.adam(1e-2), every_k_schedule=3, use_grad_mean=use_grad_mean)
     state, ref_state = run_both(hook, ref, 10)
@@ -65,7 +65,7 @@ def test_multisteps_bit_identical_to_optax_multisteps(use_grad_mean):
 
 
 def test_skip_non_finite_bit_identical_to_optax_apply_if_finite():
-    hook = flr.as_optax(flr.optim.SkipNonFinite(flr.optim.Adam(1e-2), max_consecutive_errors=2))
+    hook = flr.as_optax(flr.compose.SkipNonFinite(flr.optim.Adam(1e-2), max_consecutive_errors=2))
     ref = optax.apply_if_finite(optax.adam(1e-2), max_consecutive_errors=2)
     # Steps 2, 5, 6 are non-finite and skipped (two in a row are allowed); the
     # give-up path (one too many in a row) is the next test.
@@ -78,7 +78,7 @@ def test_skip_non_finite_bit_identical_to_optax_apply_if_finite():
 
 
 def test_skip_non_finite_gives_up_after_max_consecutive_errors():
-    tx = flr.as_optax(flr.optim.SkipNonFinite(flr.optim.Adam(0.1), max_consecutive_errors=1))
+    tx = flr.as_optax(flr.compose.SkipNonFinite(flr.optim.Adam(0.1), max_consecutive_errors=1))
     params = {"w": jnp.ones(2)}
     state = tx.init(params)
     bad = {"w": jnp.array([jnp.inf, 1.0])}
@@ -109,7 +109,7 @@ def test_nnx_step_counts_every_call_with_wrappers():
     model = MLP(nnx.Rngs(0))
     optimizer = flr.NNXOptimizer(
         model,
-        flr.optim.SkipNonFinite(flr.optim.MultiSteps(flr.optim.Adam(1e-2), 2), 5),
+        flr.compose.SkipNonFinite(flr.compose.MultiSteps(flr.optim.Adam(1e-2), 2), 5),
         wrt=nnx.Param,
     )
 
@@ -129,7 +129,7 @@ def test_mixed_precision_state_dtype_default_and_float32_option():
     model = MLP(nnx.Rngs(0), dtype=jnp.bfloat16)
     plain = flr.NNXOptimizer(model, flr.optim.Adam(1e-2), wrt=nnx.Param)
     assert plain.opt_state["mu"]["l1"]["kernel"][...].dtype == jnp.bfloat16  # follows param
-    mixed = flr.NNXOptimizer(model, flr.optim.MixedPrecision(flr.optim.Adam(1e-2)), wrt=nnx.Param)
+    mixed = flr.NNXOptimizer(model, flr.compose.MixedPrecision(flr.optim.Adam(1e-2)), wrt=nnx.Param)
     assert mixed.opt_state["inner"]["mu"]["l1"]["kernel"][...].dtype == jnp.float32
     assert mixed.opt_state["inner"]["nu"]["l2"]["bias"][...].dtype == jnp.float32
 
@@ -219,6 +219,6 @@ def test_training_loop_inside_nnx_fori_loop_and_scan():
 
 def test_wrapper_arguments_are_checked():
     with pytest.raises(flr.HyperparameterError, match="every_k"):
-        flr.optim.MultiSteps(flr.optim.Adam(0.1), 0)
+        flr.compose.MultiSteps(flr.optim.Adam(0.1), 0)
     with pytest.raises(flr.HyperparameterError, match="max_consecutive_errors"):
-        flr.optim.SkipNonFinite(flr.optim.Adam(0.1), -1)
+        flr.compose.SkipNonFinite(flr.optim.Adam(0.1), -1)

@@ -222,7 +222,7 @@ def test_chain_of_from_optax_clip_and_adam_equals_optax_chain(bridge):
         return jax.tree.map(lambda g: 10.0 * g, flr.testing.default_grads(step, params))
 
     report = flr.testing.assert_matches(
-        flr.optim.Chain(flr.from_optax(optax.clip_by_global_norm(1.0)), flr.optim.Adam(1e-3)),
+        flr.compose.Chain(flr.from_optax(optax.clip_by_global_norm(1.0)), flr.optim.Adam(1e-3)),
         optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-3)),
         PARAMS,
         grads_fn=big_grads,
@@ -233,7 +233,7 @@ def test_chain_of_from_optax_clip_and_adam_equals_optax_chain(bridge):
 
 
 def test_from_optax_state_is_discovered_like_any_other():
-    opt = flr.optim.Chain(flr.from_optax(optax.adam(1e-2)))
+    opt = flr.compose.Chain(flr.from_optax(optax.adam(1e-2)))
     state = flr.as_optax(opt).init(PARAMS)
     tx_state = state.tree["links"][0]["tx_state"]
     # optax's state, leaf for leaf (the parameters in key order: b, w).
@@ -263,12 +263,12 @@ class Scale(flr.optim.Optimizer):
     [
         (lambda: flr.from_optax(optax.adam(1e-2)), lambda: optax.adam(1e-2), ["update"]),
         (
-            lambda: flr.optim.Chain(flr.from_optax(optax.scale_by_adam()), Scale(1e-2)),
+            lambda: flr.compose.Chain(flr.from_optax(optax.scale_by_adam()), Scale(1e-2)),
             lambda: optax.chain(optax.scale_by_adam(), optax.scale(-1e-2)),
             ["gradient"],
         ),
         (
-            lambda: flr.optim.Chain(
+            lambda: flr.compose.Chain(
                 flr.from_optax(optax.clip(0.5)), flr.from_optax(optax.sgd(0.1, momentum=0.9))
             ),
             lambda: optax.chain(optax.clip(0.5), optax.sgd(0.1, momentum=0.9)),
@@ -279,8 +279,8 @@ class Scale(flr.optim.Optimizer):
 )
 def test_from_optax_signs(hook, twin, signs):
     opt = hook()
-    links = [opt] if isinstance(opt, flr.optim.FromOptax) else opt.links
-    assert [link.sign for link in links if isinstance(link, flr.optim.FromOptax)] == signs
+    links = [opt] if isinstance(opt, flr.compose.FromOptax) else opt.links
+    assert [link.sign for link in links if isinstance(link, flr.compose.FromOptax)] == signs
     assert flr.testing.assert_matches(opt, twin(), PARAMS, steps=5).bit_identical
 
 
@@ -304,7 +304,7 @@ def test_optax_multisteps_object_as_twin_gets_the_loss():
         return 2.0 + jnp.sum(params["b"]) + step.astype(jnp.float32)
 
     report = flr.testing.assert_matches(
-        flr.optim.MultiSteps(LossScaledSGD(0.01), every_k=2),
+        flr.compose.MultiSteps(LossScaledSGD(0.01), every_k=2),
         optax.MultiSteps(loss_scaled_sgd(0.01), every_k_schedule=2),
         PARAMS,
         value_fn=value_fn,

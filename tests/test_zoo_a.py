@@ -11,7 +11,7 @@ from flax import nnx
 
 import flr_nnx as flr
 from flr_nnx._tree import flatten
-from flr_nnx.optim._mask import OrderedNode, unflatten
+from flr_nnx.helpers._mask import OrderedNode, unflatten
 
 
 def small_params():
@@ -36,7 +36,7 @@ ALL = {("dense", "kernel"), ("dense", "bias"), ("out", 0), ("out", 1)}
     ("mask", "expected"),
     [
         (None, ALL),
-        (flr.optim.key_mask(lambda key: key[-1] != "bias"), ALL - {("dense", "bias")}),
+        (flr.helpers.key_mask(lambda key: key[-1] != "bias"), ALL - {("dense", "bias")}),
         (lambda p: jax.tree.map(lambda x: x.ndim > 1, p), {("dense", "kernel")}),
         ({"dense": True, "out": False}, {("dense", "kernel"), ("dense", "bias")}),
         (
@@ -48,7 +48,7 @@ ALL = {("dense", "kernel"), ("dense", "bias"), ("out", 0), ("out", 1)}
     ids=["none", "key_mask", "optax_callable", "prefix", "full_tree", "root_bool"],
 )
 def test_mask_selects_keys(mask, expected):
-    assert flr.optim.Mask(mask).select(flat_of(small_params())) == expected
+    assert flr.helpers.Mask(mask).select(flat_of(small_params())) == expected
 
 
 def test_pytree_mask_made_from_an_nnx_state():
@@ -57,11 +57,11 @@ def test_pytree_mask_made_from_an_nnx_state():
     model = Net(nnx.Rngs(0))
     mask = jax.tree.map(lambda p: p.ndim > 1, nnx.state(model, nnx.Param))
     keys = flat_of(nnx.state(model, nnx.Param))
-    assert flr.optim.Mask(mask).select(keys) == {("layers", 0, "kernel"), ("layers", 1, "kernel")}
+    assert flr.helpers.Mask(mask).select(keys) == {("layers", 0, "kernel"), ("layers", 1, "kernel")}
 
 
 def test_key_mask_is_an_optax_mask_too():
-    no_bias = flr.optim.key_mask(lambda key: key[-1] != "bias")
+    no_bias = flr.helpers.key_mask(lambda key: key[-1] != "bias")
     assert no_bias(small_params()) == {
         "dense": {"kernel": True, "bias": False},
         "out": [True, True],
@@ -74,18 +74,18 @@ def test_unflatten_restores_keys_even_for_mixed_levels():
     assert isinstance(tree["a"], OrderedNode) and tree["c"] == [3.0, 4.0]
     assert flat_of(tree) == flat
     # An optax-style callable can tree-map over it although JAX cannot sort {0, "b"}.
-    mask = flr.optim.Mask(lambda p: jax.tree.map(lambda x: x > 1.5, p))
+    mask = flr.helpers.Mask(lambda p: jax.tree.map(lambda x: x > 1.5, p))
     assert mask.select(flat) == {("a", "b"), ("c", 0), ("c", 1), ("d",)}
 
 
 def test_mask_errors_name_the_key():
     with pytest.raises(flr.StructureError, match=r"\('out', 0\)"):
-        flr.optim.Mask({"dense": True}).select(flat_of(small_params()))
+        flr.helpers.Mask({"dense": True}).select(flat_of(small_params()))
     with pytest.raises(flr.HyperparameterError, match=r"\('dense',\)"):
-        flr.optim.Mask({"dense": jnp.ones(2) > 0, "out": True})
+        flr.helpers.Mask({"dense": jnp.ones(2) > 0, "out": True})
     with pytest.raises(flr.HyperparameterError, match="callable"):
-        flr.optim.key_mask("bias")
-    traced = flr.optim.Mask(lambda p: jax.tree.map(lambda x: x.sum() > 0, p))
+        flr.helpers.key_mask("bias")
+    traced = flr.helpers.Mask(lambda p: jax.tree.map(lambda x: x.sum() > 0, p))
     with pytest.raises(flr.HyperparameterError, match="traced"):
         jax.jit(lambda t: len(traced.select(t)))(flat_of(small_params()))
 
@@ -95,7 +95,7 @@ def test_mask_errors_name_the_key():
 STEPS = 50
 SCHEDULE = optax.warmup_cosine_decay_schedule(0.0, 0.05, 10, STEPS)
 WD_SCHEDULE = optax.linear_schedule(0.1, 0.0, STEPS)
-NO_BIAS = flr.optim.key_mask(lambda key: key[-1] != "bias")
+NO_BIAS = flr.helpers.key_mask(lambda key: key[-1] != "bias")
 
 
 def matrices_only(params):
@@ -318,7 +318,7 @@ class Net(nnx.Module):
 
 def test_key_mask_through_nnx_optimizer_matches_optax_adamw_with_the_same_mask():
     # One line: no weight decay on biases and norms, for the hook and for optax.
-    no_decay = flr.optim.key_mask(lambda key: key[-1] != "bias" and "norm" not in key)
+    no_decay = flr.helpers.key_mask(lambda key: key[-1] != "bias" and "norm" not in key)
     model, ref_model = Net(nnx.Rngs(0)), Net(nnx.Rngs(0))
     opt = flr.NNXOptimizer(model, zoo.AdamW(0.05, weight_decay=0.5, mask=no_decay), wrt=nnx.Param)
     ref = nnx.Optimizer(

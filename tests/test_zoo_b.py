@@ -100,7 +100,7 @@ def run_side_by_side(hook_opt, twin, *, params=None, steps=STEPS, rtol=0.0, with
 # -- RMSProp ---------------------------------------------------------------------
 
 SCHEDULE = optax.warmup_cosine_decay_schedule(0.0, 1e-2, warmup_steps=5, decay_steps=40)
-NO_BIAS = flr.optim.key_mask(lambda key: key[-1] != "bias")
+NO_BIAS = flr.helpers.key_mask(lambda key: key[-1] != "bias")
 
 
 @pytest.mark.parametrize(
@@ -297,7 +297,7 @@ def test_blocks_chain_equals_optax_chain():
     def mask(params):
         return jax.tree.map(lambda x: x.ndim > 1, params)
 
-    hook = flr.optim.Chain(
+    hook = flr.compose.Chain(
         flr.optim.ClipByGlobalNorm(1.0),
         flr.optim.Adam(1.0),  # learning rate 1: Adam's scaling alone
         flr.optim.AddDecayedWeights(SCHEDULE, mask=mask),
@@ -315,7 +315,7 @@ def test_blocks_chain_equals_optax_chain():
 
 
 def test_blocks_constant_rates_key_mask_and_flip_sign():
-    hook = flr.optim.Chain(
+    hook = flr.compose.Chain(
         flr.optim.ClipByGlobalNorm(3.0),
         flr.optim.AddDecayedWeights(1e-2, mask=NO_BIAS),
         flr.optim.ScaleByLearningRate(0.1, flip_sign=False),

@@ -55,12 +55,12 @@ ZOO: list[Entry] = [
         lambda: flr.optim.AdamW(
             1e-2,
             weight_decay=0.1,
-            mask=flr.optim.key_mask(lambda k: k[-1] not in ("bias", "scale")),
+            mask=flr.helpers.key_mask(lambda k: k[-1] not in ("bias", "scale")),
         ),
         lambda: optax.adamw(
             1e-2,
             weight_decay=0.1,
-            mask=flr.optim.key_mask(lambda k: k[-1] not in ("bias", "scale")),
+            mask=flr.helpers.key_mask(lambda k: k[-1] not in ("bias", "scale")),
         ),
         # weight decay moves the minimum: convergence is checked without it
         extra={"converge": lambda: flr.optim.AdamW(1e-2, weight_decay=0.0)},
@@ -114,10 +114,10 @@ ZOO: list[Entry] = [
     Entry(
         "Lion",
         lambda: flr.optim.Lion(
-            3e-3, mu_dtype="bfloat16", mask=flr.optim.key_mask(lambda k: k[-1] != "bias")
+            3e-3, mu_dtype="bfloat16", mask=flr.helpers.key_mask(lambda k: k[-1] != "bias")
         ),
         lambda: optax.lion(
-            3e-3, mu_dtype="bfloat16", mask=flr.optim.key_mask(lambda k: k[-1] != "bias")
+            3e-3, mu_dtype="bfloat16", mask=flr.helpers.key_mask(lambda k: k[-1] != "bias")
         ),
         # sign updates need a decaying step to settle; weight decay moves the minimum
         extra={
@@ -158,10 +158,10 @@ ZOO: list[Entry] = [
     Entry(
         "LAMB",
         lambda: flr.optim.LAMB(
-            1e-2, weight_decay=1e-2, mask=flr.optim.key_mask(lambda k: k[-1] != "bias")
+            1e-2, weight_decay=1e-2, mask=flr.helpers.key_mask(lambda k: k[-1] != "bias")
         ),
         lambda: optax.lamb(
-            1e-2, weight_decay=1e-2, mask=flr.optim.key_mask(lambda k: k[-1] != "bias")
+            1e-2, weight_decay=1e-2, mask=flr.helpers.key_mask(lambda k: k[-1] != "bias")
         ),
         # trust-ratio steps are lr * ||params|| long: a decaying rate settles in the valley
         extra={
@@ -177,7 +177,7 @@ ZOO: list[Entry] = [
     ),
     Entry(
         "Chain(blocks)",  # ClipByGlobalNorm, Adam's scaling, AddDecayedWeights, ScaleByLearningRate
-        lambda: flr.optim.Chain(
+        lambda: flr.compose.Chain(
             flr.optim.ClipByGlobalNorm(1.0),
             flr.optim.Adam(1.0),
             flr.optim.AddDecayedWeights(1e-2, mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p)),
@@ -192,10 +192,10 @@ ZOO: list[Entry] = [
             optax.scale_by_learning_rate(1e-2),
         ),
         extra={
-            "converge": lambda: flr.optim.Chain(
+            "converge": lambda: flr.compose.Chain(
                 flr.optim.ClipByGlobalNorm(1.0), flr.optim.ScaleByLearningRate(0.1)
             ),
-            "rosenbrock": lambda: flr.optim.Chain(
+            "rosenbrock": lambda: flr.compose.Chain(
                 flr.optim.ClipByGlobalNorm(1.0),
                 flr.optim.Adam(1.0),
                 flr.optim.ScaleByLearningRate(optax.exponential_decay(5e-2, 500, 0.5)),

@@ -1,4 +1,4 @@
-"""Hook optimizers: the base class, composition, and the optimizer zoo."""
+"""The optimizer zoo: algorithms written on the hooks, and the base class they share."""
 
 from flr_nnx._optimizer import Key as Key
 from flr_nnx._optimizer import Optimizer as Optimizer
@@ -15,26 +15,12 @@ from flr_nnx.optim._blocks import AddDecayedWeights as AddDecayedWeights
 from flr_nnx.optim._blocks import Clip as Clip
 from flr_nnx.optim._blocks import ClipByGlobalNorm as ClipByGlobalNorm
 from flr_nnx.optim._blocks import ScaleByLearningRate as ScaleByLearningRate
-from flr_nnx.optim._chain import Chain as Chain
-from flr_nnx.optim._common import abs_sq as abs_sq
-from flr_nnx.optim._common import cast as cast
-from flr_nnx.optim._from_optax import FromOptax as FromOptax
-from flr_nnx.optim._from_optax import from_optax as from_optax
-from flr_nnx.optim._groups import Partition as Partition
-from flr_nnx.optim._groups import freeze as freeze
 from flr_nnx.optim._lamb import LAMB as LAMB
 from flr_nnx.optim._lion import Lion as Lion
-from flr_nnx.optim._mask import KeyMask as KeyMask
-from flr_nnx.optim._mask import Mask as Mask
-from flr_nnx.optim._mask import key_mask as key_mask
 from flr_nnx.optim._muon import Muon as Muon
 from flr_nnx.optim._nadam import NAdam as NAdam
-from flr_nnx.optim._packed import Packed as Packed
 from flr_nnx.optim._polyak import PolyakSGD as PolyakSGD
 from flr_nnx.optim._radam import RAdam as RAdam
 from flr_nnx.optim._rmsprop import RMSProp as RMSProp
 from flr_nnx.optim._sgd import SGD as SGD
 from flr_nnx.optim._sgd import SignSGD as SignSGD
-from flr_nnx.optim._wrappers import MixedPrecision as MixedPrecision
-from flr_nnx.optim._wrappers import MultiSteps as MultiSteps
-from flr_nnx.optim._wrappers import SkipNonFinite as SkipNonFinite

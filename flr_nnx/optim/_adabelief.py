@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import optax
 
 from flr_nnx._optimizer import Optimizer
-from flr_nnx.optim._common import ScalarOrSchedule, abs_sq, check_hyper, scale, value_at
+from flr_nnx.helpers import ScalarOrSchedule, abs_sq, check_hyper, scale, value_at
 
 
 class AdaBelief(Optimizer):

@@ -9,7 +9,9 @@ import numpy as np
 import optax
 
 from flr_nnx._optimizer import Optimizer
-from flr_nnx.optim._common import (
+from flr_nnx.helpers import (
+    Mask,
+    MaskLike,
     ScalarOrSchedule,
     abs_sq,
     cast,
@@ -18,7 +20,6 @@ from flr_nnx.optim._common import (
     scale,
     value_at,
 )
-from flr_nnx.optim._mask import Mask, MaskLike
 
 
 class Adafactor(Optimizer):

@@ -6,15 +6,16 @@ from typing import Any
 
 import jax
 
-from flr_nnx.optim._adam import Adam
-from flr_nnx.optim._common import (
+from flr_nnx.helpers import (
+    Mask,
+    MaskLike,
     ScalarOrSchedule,
     cast,
     check_hyper,
     scale,
     value_at,
 )
-from flr_nnx.optim._mask import Mask, MaskLike
+from flr_nnx.optim._adam import Adam
 
 
 class AdamW(Adam):
@@ -48,13 +49,13 @@ class AdamW(Adam):
         mask: which parameters are decayed: ``None`` (all), a pytree of bools
             like the parameters (or a prefix), a callable of the parameters
             returning one (optax's convention), or
-            :func:`flr_nnx.optim.key_mask` of a predicate on the parameter key.
+            :func:`flr_nnx.helpers.key_mask` of a predicate on the parameter key.
         nesterov: use Nesterov momentum (NAdamW).
 
     Example:
         >>> import jax.numpy as jnp
         >>> import flr_nnx as flr
-        >>> no_bias = flr.optim.key_mask(lambda key: key[-1] != "bias")
+        >>> no_bias = flr.helpers.key_mask(lambda key: key[-1] != "bias")
         >>> tx = flr.as_optax(flr.optim.AdamW(0.1, weight_decay=0.5, mask=no_bias))
         >>> params = {"kernel": jnp.array([1.0, -2.0]), "bias": jnp.array([1.0, -2.0])}
         >>> grads = {"kernel": jnp.zeros(2), "bias": jnp.zeros(2)}

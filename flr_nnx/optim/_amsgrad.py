@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from flr_nnx._optimizer import Optimizer
-from flr_nnx.optim._common import (
+from flr_nnx.helpers import (
     ScalarOrSchedule,
     abs_sq,
     cast,

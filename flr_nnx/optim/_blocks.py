@@ -1,4 +1,4 @@
-"""Building blocks for :class:`~flr_nnx.optim.Chain`, each the twin of an optax transformation.
+"""Building blocks for :class:`~flr_nnx.compose.Chain`, each the twin of an optax transformation.
 
 Inside a chain the links pass on *descent directions* (positive means descent):
 the gradient-like blocks (clipping, weight decay) return what their optax twin
@@ -13,8 +13,15 @@ import jax.numpy as jnp
 import optax
 
 from flr_nnx._optimizer import Optimizer
-from flr_nnx.optim._common import ScalarOrSchedule, check_hyper, reject_complex, scale, value_at
-from flr_nnx.optim._mask import Mask, MaskLike
+from flr_nnx.helpers import (
+    Mask,
+    MaskLike,
+    ScalarOrSchedule,
+    check_hyper,
+    reject_complex,
+    scale,
+    value_at,
+)
 
 
 class ClipByGlobalNorm(Optimizer):
@@ -119,7 +126,7 @@ class ScaleByLearningRate(Optimizer):
         >>> import jax.numpy as jnp, optax
         >>> import flr_nnx as flr
         >>> clip, lr = flr.optim.ClipByGlobalNorm(1.0), flr.optim.ScaleByLearningRate(0.1)
-        >>> tx = flr.as_optax(flr.optim.Chain(clip, lr))
+        >>> tx = flr.as_optax(flr.compose.Chain(clip, lr))
         >>> params = {"w": jnp.zeros(2)}
         >>> updates, _ = tx.update({"w": jnp.array([3.0, 4.0])}, tx.init(params), params)
         >>> updates["w"]
@@ -167,7 +174,7 @@ class AddDecayedWeights(Optimizer):
         weight_decay: :math:`\lambda`, a float or a schedule (a callable of the step count).
         mask: which parameters decay: ``None`` (all), what ``optax.masked`` accepts
             (a pytree of bools, or a callable of the parameters returning one), or a
-            predicate on the parameter key (:func:`flr_nnx.optim.key_mask`).
+            predicate on the parameter key (:func:`flr_nnx.helpers.key_mask`).
 
     Example:
         >>> import jax.numpy as jnp

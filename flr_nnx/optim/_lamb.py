@@ -6,8 +6,7 @@ import jax.numpy as jnp
 import optax
 
 from flr_nnx._optimizer import Optimizer
-from flr_nnx.optim._common import ScalarOrSchedule, abs_sq, check_hyper, scale, value_at
-from flr_nnx.optim._mask import Mask, MaskLike
+from flr_nnx.helpers import Mask, MaskLike, ScalarOrSchedule, abs_sq, check_hyper, scale, value_at
 
 
 class LAMB(Optimizer):
@@ -34,7 +33,7 @@ class LAMB(Optimizer):
         eps_root: :math:`\bar\epsilon`, added inside the square root.
         weight_decay: :math:`\lambda`, a float or a schedule.
         mask: which parameters decay: ``None`` (all), a pytree of bools or a callable
-            returning one (as optax accepts), or :func:`flr_nnx.optim.key_mask`.
+            returning one (as optax accepts), or :func:`flr_nnx.helpers.key_mask`.
 
     Example:
         >>> import jax.numpy as jnp

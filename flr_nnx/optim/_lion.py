@@ -9,7 +9,9 @@ import jax.numpy as jnp
 import optax
 
 from flr_nnx._optimizer import Optimizer
-from flr_nnx.optim._common import (
+from flr_nnx.helpers import (
+    Mask,
+    MaskLike,
     ScalarOrSchedule,
     cast,
     check_complex_state,
@@ -17,7 +19,6 @@ from flr_nnx.optim._common import (
     scale,
     value_at,
 )
-from flr_nnx.optim._mask import Mask, MaskLike
 
 
 class Lion(Optimizer):
@@ -45,7 +46,7 @@ class Lion(Optimizer):
         mask: which parameters are decayed: ``None`` (all), a pytree of bools
             like the parameters (or a prefix), a callable of the parameters
             returning one (optax's convention), or
-            :func:`flr_nnx.optim.key_mask` of a predicate on the parameter key.
+            :func:`flr_nnx.helpers.key_mask` of a predicate on the parameter key.
 
     Example:
         >>> import jax.numpy as jnp

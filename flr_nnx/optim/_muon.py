@@ -13,16 +13,18 @@ from optax.contrib import MuonDimensionNumbers
 from flr_nnx._errors import HyperparameterError, StructureError
 from flr_nnx._optimizer import Key, Optimizer
 from flr_nnx._tree import key_of
-from flr_nnx.optim._common import (
+from flr_nnx.helpers import (
+    Mask,
+    MaskLike,
     ScalarOrSchedule,
     abs_sq,
     check_complex_state,
     check_hyper,
     reject_complex,
     scale,
+    unflatten,
     value_at,
 )
-from flr_nnx.optim._mask import Mask, MaskLike, unflatten
 
 _PRESETS = {
     "standard": (3.4445, -4.7750, 2.0315),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from flr_nnx.helpers import ScalarOrSchedule
 from flr_nnx.optim._adam import Adam
-from flr_nnx.optim._common import ScalarOrSchedule
 
 
 class NAdam(Adam):

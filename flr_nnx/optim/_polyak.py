@@ -6,7 +6,7 @@ import jax.numpy as jnp
 
 from flr_nnx._errors import HyperparameterError
 from flr_nnx._optimizer import Optimizer
-from flr_nnx.optim._common import (
+from flr_nnx.helpers import (
     ScalarOrSchedule,
     advance,
     check_hyper,

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from flr_nnx._optimizer import Optimizer
-from flr_nnx.optim._common import (
+from flr_nnx.helpers import (
     ScalarOrSchedule,
     advance,
     cast,

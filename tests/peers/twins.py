@@ -25,7 +25,7 @@ import optax
 from flax import nnx
 
 import flr_nnx as flr
-from flr_nnx.optim import _common
+from flr_nnx.helpers import _common
 
 # optax factory name -> flr_nnx twin (tests/zoo.py holds the same pairs).
 OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {

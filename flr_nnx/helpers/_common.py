@@ -62,7 +62,7 @@ def abs_sq(x: jax.typing.ArrayLike) -> jax.Array:
     Example:
         >>> import jax.numpy as jnp
         >>> import flr_nnx as flr
-        >>> flr.optim.abs_sq(jnp.array([3 + 4j, -2j], jnp.complex64))
+        >>> flr.helpers.abs_sq(jnp.array([3 + 4j, -2j], jnp.complex64))
         Array([25.,  4.], dtype=float32)
         >>> jnp.array([3 + 4j, -2j], jnp.complex64) ** 2  # not a magnitude
         Array([-7.+24.j, -4. +0.j], dtype=complex64)
@@ -117,7 +117,7 @@ def cast(x: jax.Array, dtype: Any) -> jax.Array:
     Example:
         >>> import jax.numpy as jnp
         >>> import flr_nnx as flr
-        >>> flr.optim.cast(jnp.array([1.5 + 0j]), jnp.float32)
+        >>> flr.helpers.cast(jnp.array([1.5 + 0j]), jnp.float32)
         Array([1.5], dtype=float32)
     """
     if jnp.iscomplexobj(x) and not jnp.issubdtype(dtype, jnp.complexfloating):

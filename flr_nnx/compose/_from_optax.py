@@ -93,7 +93,7 @@ class FromOptax(Optimizer):
             raise BridgeError(
                 f"from_optax got {describe(tx)}; expected an optax transformation. "
                 + (
-                    "It is already a hook optimizer: use it directly (e.g. in flr.optim.Chain)."
+                    "It is already a hook optimizer: use it directly (e.g. in flr.compose.Chain)."
                     if isinstance(tx, Optimizer)
                     else "Fix: pass an optax GradientTransformation, e.g. optax.adam(1e-3)."
                 )

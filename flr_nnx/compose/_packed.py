@@ -75,7 +75,7 @@ class Packed(Optimizer):
         >>> import flr_nnx as flr
         >>> params = {"a": jnp.ones((2, 3)), "b": jnp.ones(4)}
         >>> grads = {"a": jnp.full((2, 3), 0.5), "b": jnp.full(4, -0.5)}
-        >>> packed = flr.as_optax(flr.optim.Packed(flr.optim.Adam(0.1)))
+        >>> packed = flr.as_optax(flr.compose.Packed(flr.optim.Adam(0.1)))
         >>> per_leaf = flr.as_optax(flr.optim.Adam(0.1))
         >>> u1, _ = jax.jit(packed.update)(grads, packed.init(params), params)
         >>> u2, _ = jax.jit(per_leaf.update)(grads, per_leaf.init(params), params)

@@ -28,7 +28,7 @@ class Chain(Optimizer):
         >>> import jax.numpy as jnp, optax
         >>> import flr_nnx as flr
         >>> clip = flr.from_optax(optax.clip_by_global_norm(1.0))
-        >>> tx = flr.as_optax(flr.optim.Chain(clip, flr.optim.Adam(0.1)))
+        >>> tx = flr.as_optax(flr.compose.Chain(clip, flr.optim.Adam(0.1)))
         >>> params = {"w": jnp.ones(2)}
         >>> updates, _ = tx.update({"w": jnp.full(2, 5.0)}, tx.init(params), params)
         >>> updates["w"]

@@ -114,7 +114,7 @@ class MultiSteps(Optimizer):
     Example:
         >>> import jax.numpy as jnp
         >>> import flr_nnx as flr
-        >>> tx = flr.as_optax(flr.optim.MultiSteps(flr.optim.Adam(0.1), every_k=2))
+        >>> tx = flr.as_optax(flr.compose.MultiSteps(flr.optim.Adam(0.1), every_k=2))
         >>> params = {"w": jnp.ones(2)}
         >>> state = tx.init(params)
         >>> u1, state = tx.update({"w": jnp.ones(2)}, state, params)
@@ -195,7 +195,7 @@ class SkipNonFinite(Optimizer):
     Example:
         >>> import jax.numpy as jnp
         >>> import flr_nnx as flr
-        >>> tx = flr.as_optax(flr.optim.SkipNonFinite(flr.optim.Adam(0.1), 3))
+        >>> tx = flr.as_optax(flr.compose.SkipNonFinite(flr.optim.Adam(0.1), 3))
         >>> params = {"w": jnp.ones(2)}
         >>> updates, state = tx.update({"w": jnp.array([1.0, jnp.nan])}, tx.init(params), params)
         >>> updates["w"], int(state.tree["total_notfinite"]), int(state.tree["inner"]["count"])
@@ -254,7 +254,7 @@ class MixedPrecision(Optimizer):
     Example:
         >>> import jax.numpy as jnp
         >>> import flr_nnx as flr
-        >>> tx = flr.as_optax(flr.optim.MixedPrecision(flr.optim.Adam(0.1)))
+        >>> tx = flr.as_optax(flr.compose.MixedPrecision(flr.optim.Adam(0.1)))
         >>> params = {"w": jnp.ones(2, jnp.bfloat16)}
         >>> state = tx.init(params)
         >>> state.tree["inner"]["mu"]["w"].dtype, tx.update(params, state, params)[0]["w"].dtype

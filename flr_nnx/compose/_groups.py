@@ -90,7 +90,7 @@ class Partition(Optimizer):
     Example:
         >>> import jax.numpy as jnp
         >>> import flr_nnx as flr
-        >>> opt = flr.optim.Partition(
+        >>> opt = flr.compose.Partition(
         ...     [(r"bias$", flr.optim.Adam(0.01)), (r"^embed", None)],  # embed frozen
         ...     default=flr.optim.Adam(0.1),
         ... )
@@ -205,7 +205,7 @@ def freeze(opt: Optimizer, *filters: Any) -> Partition:
     Example:
         >>> import jax.numpy as jnp
         >>> import flr_nnx as flr
-        >>> tx = flr.as_optax(flr.optim.freeze(flr.optim.Adam(0.1), r"^encoder/"))
+        >>> tx = flr.as_optax(flr.compose.freeze(flr.optim.Adam(0.1), r"^encoder/"))
         >>> params = {"encoder": {"w": jnp.ones(2)}, "head": {"w": jnp.ones(2)}}
         >>> updates, _ = tx.update(params, tx.init(params), params)
         >>> updates["encoder"]["w"], updates["head"]["w"]

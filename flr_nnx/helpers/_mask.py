@@ -83,11 +83,11 @@ def key_mask(predicate: Callable[[Key], bool]) -> KeyMask:
     Example:
         >>> import jax.numpy as jnp
         >>> import flr_nnx as flr
-        >>> no_bias = flr.optim.key_mask(lambda key: key[-1] != "bias")
+        >>> no_bias = flr.helpers.key_mask(lambda key: key[-1] != "bias")
         >>> params = {"dense": {"kernel": jnp.ones((2, 2)), "bias": jnp.zeros(2)}}
         >>> no_bias(params)
         {'dense': {'bias': False, 'kernel': True}}
-        >>> sorted(flr.optim.Mask(no_bias).select({("dense", "kernel"): 0, ("dense", "bias"): 0}))
+        >>> sorted(flr.helpers.Mask(no_bias).select({("dense", "kernel"): 0, ("dense", "bias"): 0}))
         [('dense', 'kernel')]
     """
     return KeyMask(predicate)
@@ -105,7 +105,7 @@ class Mask:
 
     .. code-block:: python
 
-        self.mask = flr.optim.Mask(mask)
+        self.mask = flr.helpers.Mask(mask)
         ...
         def call_model(self, grads, **_):
             self.selected = self.mask.select(grads)
@@ -167,7 +167,7 @@ class Mask:
                 raise StructureError(
                     f"The mask has no entry for parameter {key}; mask entries look like "
                     f"{list(by_key)[:3]}. Fix: give the mask the structure of the parameters "
-                    "(or a prefix of it), or use `flr.optim.key_mask(lambda key: ...)`."
+                    "(or a prefix of it), or use `flr.helpers.key_mask(lambda key: ...)`."
                 )
         return frozenset(selected)
 
@@ -191,7 +191,7 @@ def unflatten(flat: Mapping[Key, Any]) -> Any:
     insertion order.
 
     Example:
-        >>> from flr_nnx.optim._mask import unflatten
+        >>> from flr_nnx.helpers._mask import unflatten
         >>> unflatten({("out", 0): 1.0, ("out", 1): 2.0, ("w",): 3.0})
         {'out': [1.0, 2.0], 'w': 3.0}
     """
