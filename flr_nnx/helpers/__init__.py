@@ -4,18 +4,36 @@ Everything the zoo in :mod:`flr_nnx.optim` uses besides the base class and the e
 here, so an optimizer you write can use exactly what the built-ins use.
 """
 
+from flr_nnx.helpers._checks import BOUNDS as BOUNDS
+from flr_nnx.helpers._checks import NONNEGATIVE as NONNEGATIVE
+from flr_nnx.helpers._checks import UNIT as UNIT
+from flr_nnx.helpers._checks import UNIT_CLOSED as UNIT_CLOSED
+from flr_nnx.helpers._checks import Bound as Bound
+from flr_nnx.helpers._checks import bound_of as bound_of
+from flr_nnx.helpers._checks import check_hyper as check_hyper
+from flr_nnx.helpers._checks import set_hypers as set_hypers
 from flr_nnx.helpers._common import ScalarOrSchedule as ScalarOrSchedule
 from flr_nnx.helpers._common import abs_sq as abs_sq
-from flr_nnx.helpers._common import advance as advance
 from flr_nnx.helpers._common import cast as cast
 from flr_nnx.helpers._common import check_complex_state as check_complex_state
-from flr_nnx.helpers._common import check_hyper as check_hyper
-from flr_nnx.helpers._common import needs_count as needs_count
 from flr_nnx.helpers._common import reject_complex as reject_complex
 from flr_nnx.helpers._common import scale as scale
-from flr_nnx.helpers._common import value_at as value_at
 from flr_nnx.helpers._mask import KeyMask as KeyMask
 from flr_nnx.helpers._mask import Mask as Mask
 from flr_nnx.helpers._mask import MaskLike as MaskLike
 from flr_nnx.helpers._mask import key_mask as key_mask
+from flr_nnx.helpers._mask import key_of as key_of
 from flr_nnx.helpers._mask import unflatten as unflatten
+from flr_nnx.helpers._steps import advance as advance
+from flr_nnx.helpers._steps import bias_correction as bias_correction
+from flr_nnx.helpers._steps import bias_corrections as bias_corrections
+from flr_nnx.helpers._steps import debias as debias
+from flr_nnx.helpers._steps import debias_momentum as debias_momentum
+from flr_nnx.helpers._steps import decayed as decayed
+from flr_nnx.helpers._steps import ema as ema
+from flr_nnx.helpers._steps import global_norm as global_norm
+from flr_nnx.helpers._steps import is_zero as is_zero
+from flr_nnx.helpers._steps import needs_count as needs_count
+from flr_nnx.helpers._steps import sum_of_squares as sum_of_squares
+from flr_nnx.helpers._steps import tick as tick
+from flr_nnx.helpers._steps import value_at as value_at

@@ -26,7 +26,8 @@ import jax
 
 from flr_nnx._errors import HyperparameterError, StructureError, describe
 from flr_nnx._optimizer import Key
-from flr_nnx._tree import flatten, key_of
+from flr_nnx._tree import flatten
+from flr_nnx._tree import key_of as _key_of
 
 
 class KeyMask:
@@ -179,6 +180,28 @@ class Mask:
 
     def __repr__(self) -> str:
         return f"Mask({self.spec!r})"
+
+
+def key_of(path: tuple[Any, ...]) -> Key:
+    """The key a hook sees for the leaf at a JAX key path (``jax.tree_util.tree_flatten_with_path``).
+
+    Dict keys, attribute names and sequence indices become the parts of a plain
+    tuple; a Flax Variable's trailing ``.value`` is dropped.
+
+    Args:
+        path: a JAX key path.
+
+    Returns:
+        The parameter's key, as in the hooks' ``grads``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> import flr_nnx as flr
+        >>> tree = {"layers": [{"kernel": jnp.ones(2)}]}
+        >>> [flr.helpers.key_of(path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+        [('layers', 0, 'kernel')]
+    """
+    return _key_of(path)
 
 
 def unflatten(flat: Mapping[Key, Any]) -> Any:
