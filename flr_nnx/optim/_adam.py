@@ -5,17 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 import jax.numpy as jnp
-import optax
 
 from flr_nnx._optimizer import Optimizer
 from flr_nnx.helpers import (
     ScalarOrSchedule,
     abs_sq,
+    bias_corrections,
     cast,
     check_complex_state,
-    check_hyper,
+    debias,
+    debias_momentum,
+    ema,
     scale,
-    value_at,
+    set_hypers,
+    tick,
 )
 
 
@@ -72,14 +75,7 @@ class Adam(Optimizer):
         mu_dtype: Any | None = None,
         nesterov: bool = False,
     ):
-        name = type(self).__name__
-        check_hyper("learning_rate", learning_rate, optimizer=name)
-        check_hyper("b1", b1, high=1.0, optimizer=name)
-        check_hyper("b2", b2, high=1.0, optimizer=name)
-        check_hyper("eps", eps, optimizer=name)
-        check_hyper("eps_root", eps_root, optimizer=name)
-        self.learning_rate = learning_rate
-        self.b1, self.b2, self.eps, self.eps_root = b1, b2, eps, eps_root
+        set_hypers(self, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root)
         self.mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
         self.nesterov = nesterov
         self.count = jnp.zeros([], jnp.int32)
@@ -89,12 +85,10 @@ class Adam(Optimizer):
     def call_model(self, grads, **_):
         # Per-step scalars are computed once here, not per parameter, exactly as
         # optax does per tree: XLA would otherwise fuse them into every leaf's loop.
-        self.lr_t = value_at(self.learning_rate, self.count)
-        self.count = optax.safe_increment(self.count)
-        self.bc1 = 1 - self.b1**self.count
-        self.bc2 = 1 - self.b2**self.count
-        if self.nesterov:
-            self.bc1_next = 1 - self.b1 ** optax.safe_increment(self.count)
+        self.lr_t = tick(self, self.learning_rate)
+        self.bc1, self.bc2, self.bc1_next = bias_corrections(
+            self.count, self.b1, self.b2, nesterov=self.nesterov
+        )
         return grads
 
     def call_param(self, key, grad, **_):
@@ -106,21 +100,14 @@ class Adam(Optimizer):
         :math:`\hat m_t / (\sqrt{\hat v_t + \bar\epsilon} + \epsilon)`, for
         subclasses that add to it before scaling (:class:`AdamW`).
         """
-        check_complex_state(
-            type(self).__name__, key, grad, self.mu_dtype, "mu_dtype", state=self.mu
-        )
+        check_complex_state(type(self).__name__, key, grad, self.mu_dtype, "mu_dtype", self.mu)
         if key not in self.mu:
             self.mu[key] = jnp.zeros_like(grad, dtype=self.mu_dtype)
             self.nu[key] = jnp.zeros_like(grad)
-        mu = (1 - self.b1) * grad + self.b1 * self.mu[key]
-        nu = (1 - self.b2) * abs_sq(grad) + self.b2 * self.nu[key]
-        if self.nesterov:
-            mu_hat = self.b1 * (mu / self.bc1_next.astype(mu.dtype)) + (1 - self.b1) * (
-                grad / self.bc1.astype(grad.dtype)
-            )
-        else:
-            mu_hat = mu / self.bc1.astype(mu.dtype)
-        nu_hat = nu / self.bc2.astype(nu.dtype)
+        mu = ema(self.mu[key], grad, self.b1)
+        nu = ema(self.nu[key], abs_sq(grad), self.b2)
+        mu_hat = debias_momentum(mu, grad, self.b1, self.bc1, self.bc1_next)
+        nu_hat = debias(nu, self.bc2)
         self.mu[key] = cast(mu, self.mu[key].dtype)
         self.nu[key] = cast(nu, self.nu[key].dtype)
         return mu_hat / (jnp.sqrt(nu_hat + self.eps_root) + self.eps)

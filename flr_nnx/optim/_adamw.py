@@ -11,9 +11,11 @@ from flr_nnx.helpers import (
     MaskLike,
     ScalarOrSchedule,
     cast,
-    check_hyper,
+    decayed,
     scale,
+    set_hypers,
     value_at,
+    with_defaults,
 )
 from flr_nnx.optim._adam import Adam
 
@@ -80,26 +82,16 @@ class AdamW(Adam):
         *,
         nesterov: bool = False,
     ):
-        super().__init__(
-            learning_rate,
-            b1,
-            b2,
-            eps,
-            eps_root,
-            mu_dtype=None if mu_dtype is None else jax.dtypes.canonicalize_dtype(mu_dtype),
-            nesterov=nesterov,
-        )
-        check_hyper("weight_decay", weight_decay, optimizer=type(self).__name__)
-        self.weight_decay = weight_decay
+        dtype = None if mu_dtype is None else jax.dtypes.canonicalize_dtype(mu_dtype)
+        super().__init__(learning_rate, b1, b2, eps, eps_root, mu_dtype=dtype, nesterov=nesterov)
+        set_hypers(self, weight_decay=weight_decay)
         self.mask = Mask(mask)
 
     def call_model(self, grads, **_):
         # The decay of this step reads the count before Adam advances it, as optax does.
         self.wd_t = value_at(self.weight_decay, self.count)
         grads = super().call_model(grads=grads)
-        # optax skips a constant zero decay altogether; so do we.
-        no_decay = isinstance(self.weight_decay, (int, float)) and self.weight_decay == 0.0
-        self.decayed = frozenset() if no_decay else self.mask.select(grads)
+        self.decayed = decayed(self.weight_decay, self.mask, grads)
         return grads
 
     def call_param(self, key, grad, param):
@@ -133,19 +125,5 @@ class NAdamW(AdamW):
         Array([-0.19736743,  0.24736743], dtype=float32)
     """
 
-    def __init__(
-        self,
-        learning_rate: ScalarOrSchedule,
-        b1: float = 0.9,
-        b2: float = 0.999,
-        eps: float = 1e-8,
-        eps_root: float = 0.0,
-        mu_dtype: Any | None = None,
-        weight_decay: ScalarOrSchedule = 1e-4,
-        mask: MaskLike = None,
-        *,
-        nesterov: bool = True,
-    ):
-        super().__init__(
-            learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask, nesterov=nesterov
-        )
+    # AdamW's arguments (optax.nadamw's), Nesterov by default.
+    __init__ = with_defaults(AdamW.__init__, nesterov=True)

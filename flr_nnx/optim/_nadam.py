@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from flr_nnx.helpers import ScalarOrSchedule
+from flr_nnx.helpers import with_defaults
 from flr_nnx.optim._adam import Adam
 
 
@@ -47,15 +45,5 @@ class NAdam(Adam):
     # Adam's promise, made again: it is not inherited by subclasses.
     elementwise = True
 
-    def __init__(
-        self,
-        learning_rate: ScalarOrSchedule,
-        b1: float = 0.9,
-        b2: float = 0.999,
-        eps: float = 1e-8,
-        eps_root: float = 0.0,
-        mu_dtype: Any | None = None,
-        *,
-        nesterov: bool = True,
-    ):
-        super().__init__(learning_rate, b1, b2, eps, eps_root, mu_dtype=mu_dtype, nesterov=nesterov)
+    # Adam's arguments in optax.nadam's order (mu_dtype also by position), Nesterov by default.
+    __init__ = with_defaults(Adam.__init__, positional=("mu_dtype",), nesterov=True)
