@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import jax.numpy as jnp
-import optax
 
 from flr_nnx._optimizer import Optimizer
-from flr_nnx.helpers import ScalarOrSchedule, abs_sq, check_hyper, scale, value_at
+from flr_nnx.helpers import (
+    ScalarOrSchedule,
+    abs_sq,
+    bias_corrections,
+    debias,
+    debias_momentum,
+    ema,
+    scale,
+    set_hypers,
+    tick,
+)
 
 
 class AdaBelief(Optimizer):
@@ -61,43 +70,29 @@ class AdaBelief(Optimizer):
         *,
         nesterov: bool = False,
     ):
-        name = type(self).__name__
-        check_hyper("learning_rate", learning_rate, optimizer=name)
-        check_hyper("b1", b1, high=1.0, optimizer=name)
-        check_hyper("b2", b2, high=1.0, optimizer=name)
-        check_hyper("eps", eps, optimizer=name)
-        check_hyper("eps_root", eps_root, optimizer=name)
-        self.learning_rate = learning_rate
-        self.b1, self.b2, self.eps, self.eps_root = b1, b2, eps, eps_root
+        set_hypers(self, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root)
         self.nesterov = nesterov
         self.count = jnp.zeros([], jnp.int32)
         self.mu: dict = {}
         self.nu: dict = {}
 
     def call_model(self, grads, **_):
-        self.lr_t = value_at(self.learning_rate, self.count)
-        self.count = optax.safe_increment(self.count)
-        self.bc1 = 1 - self.b1**self.count
-        self.bc2 = 1 - self.b2**self.count
-        if self.nesterov:
-            self.bc1_next = 1 - self.b1 ** optax.safe_increment(self.count)
+        self.lr_t = tick(self, self.learning_rate)
+        self.bc1, self.bc2, self.bc1_next = bias_corrections(
+            self.count, self.b1, self.b2, nesterov=self.nesterov
+        )
         return grads
 
     def call_param(self, key, grad, **_):
         if key not in self.mu:
             self.mu[key] = jnp.zeros_like(grad)
             self.nu[key] = jnp.zeros_like(grad)
-        mu = (1 - self.b1) * grad + self.b1 * self.mu[key]
+        mu = ema(self.mu[key], grad, self.b1)
         belief = grad - mu
-        nu = (1 - self.b2) * abs_sq(belief) + self.b2 * self.nu[key]
+        nu = ema(self.nu[key], abs_sq(belief), self.b2)
         nu = nu + self.eps_root
-        if self.nesterov:
-            mu_hat = self.b1 * (mu / self.bc1_next.astype(mu.dtype)) + (1 - self.b1) * (
-                grad / self.bc1.astype(grad.dtype)
-            )
-        else:
-            mu_hat = mu / self.bc1.astype(mu.dtype)
-        nu_hat = nu / self.bc2.astype(nu.dtype)
+        mu_hat = debias_momentum(mu, grad, self.b1, self.bc1, self.bc1_next)
+        nu_hat = debias(nu, self.bc2)
         update = mu_hat / (jnp.sqrt(nu_hat) + self.eps)
         self.mu[key], self.nu[key] = mu, nu
         return scale(self.lr_t, update).astype(grad.dtype)

@@ -10,9 +10,9 @@ from flr_nnx.helpers import (
     ScalarOrSchedule,
     abs_sq,
     advance,
-    check_hyper,
     needs_count,
     scale,
+    set_hypers,
 )
 
 
@@ -57,12 +57,12 @@ class Adagrad(Optimizer):
         initial_accumulator_value: float = 0.1,
         eps: float = 1e-7,
     ):
-        name = type(self).__name__
-        check_hyper("learning_rate", learning_rate, optimizer=name)
-        check_hyper("initial_accumulator_value", initial_accumulator_value, optimizer=name)
-        check_hyper("eps", eps, optimizer=name)
-        self.learning_rate = learning_rate
-        self.initial_accumulator_value, self.eps = initial_accumulator_value, eps
+        set_hypers(
+            self,
+            learning_rate=learning_rate,
+            initial_accumulator_value=initial_accumulator_value,
+            eps=eps,
+        )
         if needs_count(learning_rate):
             self.count = jnp.zeros([], jnp.int32)
         self.sum_of_squares: dict = {}

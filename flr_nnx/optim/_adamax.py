@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import jax.numpy as jnp
-import optax
 
 from flr_nnx._optimizer import Optimizer
-from flr_nnx.helpers import ScalarOrSchedule, check_hyper, scale, value_at
+from flr_nnx.helpers import ScalarOrSchedule, bias_correction, debias, ema, scale, set_hypers, tick
 
 
 class Adamax(Optimizer):
@@ -53,29 +52,22 @@ class Adamax(Optimizer):
         b2: float = 0.999,
         eps: float = 1e-8,
     ):
-        name = type(self).__name__
-        check_hyper("learning_rate", learning_rate, optimizer=name)
-        check_hyper("b1", b1, high=1.0, optimizer=name)
-        check_hyper("b2", b2, high=1.0, optimizer=name)
-        check_hyper("eps", eps, optimizer=name)
-        self.learning_rate = learning_rate
-        self.b1, self.b2, self.eps = b1, b2, eps
+        set_hypers(self, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps)
         self.count = jnp.zeros([], jnp.int32)
         self.mu: dict = {}
         self.nu: dict = {}
 
     def call_model(self, grads, **_):
-        self.lr_t = value_at(self.learning_rate, self.count)
-        self.count = optax.safe_increment(self.count)
-        self.bc1 = 1 - self.b1**self.count
+        self.lr_t = tick(self, self.learning_rate)
+        self.bc1 = bias_correction(self.b1, self.count)
         return grads
 
     def call_param(self, key, grad, **_):
         if key not in self.mu:
             self.mu[key] = jnp.zeros_like(grad)
             self.nu[key] = jnp.zeros_like(grad)
-        mu = (1 - self.b1) * grad + self.b1 * self.mu[key]
+        mu = ema(self.mu[key], grad, self.b1)
         nu = jnp.maximum(jnp.abs(grad) + self.eps, self.b2 * self.nu[key])
-        update = (mu / self.bc1.astype(mu.dtype)) / nu
+        update = debias(mu, self.bc1) / nu
         self.mu[key], self.nu[key] = mu, nu
         return scale(self.lr_t, update).astype(grad.dtype)

@@ -6,17 +6,19 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from flr_nnx._optimizer import Optimizer
 from flr_nnx.helpers import (
     ScalarOrSchedule,
     abs_sq,
     cast,
+    bias_corrections,
     check_complex_state,
-    check_hyper,
+    debias,
+    ema,
     scale,
-    value_at,
+    set_hypers,
+    tick,
 )
 
 
@@ -76,14 +78,7 @@ class AMSGrad(Optimizer):
         bias_correction_mu: bool = True,
         bias_correction_nu: bool = True,
     ):
-        name = type(self).__name__
-        check_hyper("learning_rate", learning_rate, optimizer=name)
-        check_hyper("b1", b1, high=1.0, optimizer=name)
-        check_hyper("b2", b2, high=1.0, optimizer=name)
-        check_hyper("eps", eps, optimizer=name)
-        check_hyper("eps_root", eps_root, optimizer=name)
-        self.learning_rate = learning_rate
-        self.b1, self.b2, self.eps, self.eps_root = b1, b2, eps, eps_root
+        set_hypers(self, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root)
         self.mu_dtype = None if mu_dtype is None else jax.dtypes.canonicalize_dtype(mu_dtype)
         self.bias_correction_mu = bias_correction_mu
         self.bias_correction_nu = bias_correction_nu
@@ -93,24 +88,20 @@ class AMSGrad(Optimizer):
         self.nu_max: dict = {}
 
     def call_model(self, grads, **_):
-        self.lr_t = value_at(self.learning_rate, self.count)
-        self.count = optax.safe_increment(self.count)
-        self.bc1 = 1 - self.b1**self.count
-        self.bc2 = 1 - self.b2**self.count
+        self.lr_t = tick(self, self.learning_rate)
+        self.bc1, self.bc2, _ = bias_corrections(self.count, self.b1, self.b2)
         return grads
 
     def call_param(self, key, grad, **_):
-        check_complex_state(
-            type(self).__name__, key, grad, self.mu_dtype, "mu_dtype", state=self.mu
-        )
+        check_complex_state(type(self).__name__, key, grad, self.mu_dtype, "mu_dtype", self.mu)
         if key not in self.mu:
             self.mu[key] = jnp.zeros_like(grad, dtype=self.mu_dtype)
             self.nu[key] = jnp.zeros_like(grad)
             self.nu_max[key] = jnp.zeros_like(grad)
-        mu = (1 - self.b1) * grad + self.b1 * self.mu[key]
-        nu = (1 - self.b2) * abs_sq(grad) + self.b2 * self.nu[key]
-        mu_hat = mu / self.bc1.astype(mu.dtype) if self.bias_correction_mu else mu
-        nu_eff = nu / self.bc2.astype(nu.dtype) if self.bias_correction_nu else nu
+        mu = ema(self.mu[key], grad, self.b1)
+        nu = ema(self.nu[key], abs_sq(grad), self.b2)
+        mu_hat = debias(mu, self.bc1) if self.bias_correction_mu else mu
+        nu_eff = debias(nu, self.bc2) if self.bias_correction_nu else nu
         nu_max = jnp.maximum(self.nu_max[key], nu_eff)
         update = mu_hat / (jnp.sqrt(nu_max + self.eps_root) + self.eps)
         self.mu[key] = cast(mu, self.mu[key].dtype)

@@ -6,7 +6,19 @@ import jax.numpy as jnp
 import optax
 
 from flr_nnx._optimizer import Optimizer
-from flr_nnx.helpers import Mask, MaskLike, ScalarOrSchedule, abs_sq, check_hyper, scale, value_at
+from flr_nnx.helpers import (
+    Mask,
+    MaskLike,
+    ScalarOrSchedule,
+    abs_sq,
+    bias_corrections,
+    debias,
+    decayed,
+    ema,
+    scale,
+    set_hypers,
+    tick,
+)
 
 
 class LAMB(Optimizer):
@@ -58,42 +70,30 @@ class LAMB(Optimizer):
         weight_decay: ScalarOrSchedule = 0.0,
         mask: MaskLike = None,
     ):
-        name = type(self).__name__
-        check_hyper("learning_rate", learning_rate, optimizer=name)
-        check_hyper("b1", b1, high=1.0, optimizer=name)
-        check_hyper("b2", b2, high=1.0, optimizer=name)
-        check_hyper("eps", eps, optimizer=name)
-        check_hyper("eps_root", eps_root, optimizer=name)
-        check_hyper("weight_decay", weight_decay, optimizer=name)
-        self.learning_rate, self.weight_decay = learning_rate, weight_decay
-        self.b1, self.b2, self.eps, self.eps_root = b1, b2, eps, eps_root
+        set_hypers(
+            self, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root,
+            weight_decay=weight_decay,
+        )
         self.mask = Mask(mask)
         self.count = jnp.zeros([], jnp.int32)
         self.mu: dict = {}
         self.nu: dict = {}
 
     def call_model(self, grads, **_):
-        self.lr_t = value_at(self.learning_rate, self.count)
-        self.wd_t = value_at(self.weight_decay, self.count)
-        self.decays = self.mask.select(grads)
-        self.count = optax.safe_increment(self.count)
-        self.bc1 = 1 - self.b1**self.count
-        self.bc2 = 1 - self.b2**self.count
+        self.lr_t, self.wd_t = tick(self, self.learning_rate, self.weight_decay)
+        self.decays = decayed(self.weight_decay, self.mask, grads)
+        self.bc1, self.bc2, _ = bias_corrections(self.count, self.b1, self.b2)
         return grads
 
     def call_param(self, key, grad, param):
         if key not in self.mu:
             self.mu[key] = jnp.zeros_like(grad)
             self.nu[key] = jnp.zeros_like(grad)
-        mu = (1 - self.b1) * grad + self.b1 * self.mu[key]
-        nu = (1 - self.b2) * abs_sq(grad) + self.b2 * self.nu[key]
+        mu = ema(self.mu[key], grad, self.b1)
+        nu = ema(self.nu[key], abs_sq(grad), self.b2)
         self.mu[key], self.nu[key] = mu, nu
-        mu_hat = mu / self.bc1.astype(mu.dtype)
-        nu_hat = nu / self.bc2.astype(nu.dtype)
-        update = mu_hat / (jnp.sqrt(nu_hat + self.eps_root) + self.eps)
-        # optax skips a constant zero decay entirely, so do we.
-        zero_decay = isinstance(self.wd_t, (int, float)) and self.wd_t == 0.0
-        if key in self.decays and not zero_decay:
+        update = debias(mu, self.bc1) / (jnp.sqrt(debias(nu, self.bc2) + self.eps_root) + self.eps)
+        if key in self.decays:
             update = update + self.wd_t * param
         param_norm = optax.safe_norm(param, 0.0)
         update_norm = optax.safe_norm(update, 0.0)

@@ -6,7 +6,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from flr_nnx._optimizer import Optimizer
 from flr_nnx.helpers import (
@@ -15,9 +14,11 @@ from flr_nnx.helpers import (
     ScalarOrSchedule,
     cast,
     check_complex_state,
-    check_hyper,
+    decayed,
+    ema,
     scale,
-    value_at,
+    set_hypers,
+    tick,
 )
 
 
@@ -70,36 +71,23 @@ class Lion(Optimizer):
         weight_decay: ScalarOrSchedule = 1e-3,
         mask: MaskLike = None,
     ):
-        name = type(self).__name__
-        check_hyper("learning_rate", learning_rate, optimizer=name)
-        check_hyper("b1", b1, high=1.0, optimizer=name)
-        check_hyper("b2", b2, high=1.0, optimizer=name)
-        check_hyper("weight_decay", weight_decay, optimizer=name)
-        self.learning_rate = learning_rate
-        self.b1, self.b2 = b1, b2
+        set_hypers(self, learning_rate=learning_rate, b1=b1, b2=b2, weight_decay=weight_decay)
         self.mu_dtype = None if mu_dtype is None else jax.dtypes.canonicalize_dtype(mu_dtype)
-        self.weight_decay = weight_decay
         self.mask = Mask(mask)
         self.count = jnp.zeros([], jnp.int32)
         self.mu: dict = {}
 
     def call_model(self, grads, **_):
-        self.lr_t = value_at(self.learning_rate, self.count)
-        self.wd_t = value_at(self.weight_decay, self.count)
-        self.count = optax.safe_increment(self.count)
-        # optax skips a constant zero decay altogether; so do we.
-        no_decay = isinstance(self.weight_decay, (int, float)) and self.weight_decay == 0.0
-        self.decayed = frozenset() if no_decay else self.mask.select(grads)
+        self.lr_t, self.wd_t = tick(self, self.learning_rate, self.weight_decay)
+        self.decayed = decayed(self.weight_decay, self.mask, grads)
         return grads
 
     def call_param(self, key, grad, param):
-        check_complex_state(
-            type(self).__name__, key, grad, self.mu_dtype, "mu_dtype", state=self.mu
-        )
+        check_complex_state(type(self).__name__, key, grad, self.mu_dtype, "mu_dtype", self.mu)
         if key not in self.mu:
             self.mu[key] = jnp.zeros_like(grad, dtype=self.mu_dtype)
         update = jnp.sign((1.0 - self.b1) * grad + self.b1 * self.mu[key])
-        mu = (1 - self.b2) * grad + self.b2 * self.mu[key]
+        mu = ema(self.mu[key], grad, self.b2)
         if key in self.decayed:
             update = update + self.wd_t * param
         self.mu[key] = cast(mu, self.mu[key].dtype)

@@ -9,9 +9,10 @@ from flr_nnx._optimizer import Optimizer
 from flr_nnx.helpers import (
     ScalarOrSchedule,
     advance,
-    check_hyper,
     needs_count,
     scale,
+    set_hypers,
+    sum_of_squares,
 )
 
 
@@ -61,17 +62,13 @@ class PolyakSGD(Optimizer):
         eps: float = 0.0,
         variant: str = "sps",
     ):
-        name = type(self).__name__
-        check_hyper("max_learning_rate", max_learning_rate, optimizer=name)
-        check_hyper("scaling", scaling, optimizer=name)
-        check_hyper("eps", eps, optimizer=name)
+        set_hypers(self, max_learning_rate=max_learning_rate, scaling=scaling, eps=eps)
         if variant not in ("sps", "sps+"):
             raise HyperparameterError(
-                f"{name}(variant={variant!r}): expected 'sps' or 'sps+', got {variant!r}. "
+                f"{type(self).__name__}(variant={variant!r}): expected 'sps' or 'sps+', got {variant!r}. "
                 "Fix: pass variant='sps' (plain Polyak step) or 'sps+' (gap clipped at 0)."
             )
-        self.max_learning_rate, self.scaling = max_learning_rate, scaling
-        self.f_min, self.eps, self.variant = f_min, eps, variant
+        self.f_min, self.variant = f_min, variant
         if needs_count(scaling):
             self.count = jnp.zeros([], jnp.int32)
 
@@ -84,10 +81,7 @@ class PolyakSGD(Optimizer):
         # optax, it is the norm of the descent direction -scaling * g: the same
         # number, but for a complex g XLA sums the negated array in another order
         # (1 ulp at times), so the norm of +g would not be bit-identical.
-        sq_norm = 0
-        for down in descent.values():
-            sq_norm = sq_norm + jnp.sum(jnp.square(down.real) + jnp.square(down.imag))
-        sq_norm = jnp.asarray(sq_norm)
+        sq_norm = sum_of_squares(descent.values())
         gap = jnp.asarray(loss - self.f_min).astype(sq_norm.dtype)
         if self.variant == "sps+":
             gap = jnp.maximum(gap, 0)

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from flr_nnx._optimizer import Optimizer
 from flr_nnx.helpers import (
+    UNIT_CLOSED,
     ScalarOrSchedule,
     abs_sq,
     advance,
-    check_hyper,
+    bias_correction,
+    debias,
+    ema,
     needs_count,
     scale,
-    value_at,
+    set_hypers,
+    tick,
 )
 
 
@@ -62,6 +65,9 @@ class RMSProp(Optimizer):
     # Recomputed by call_model at every step for call_param: not state.
     transient = ("lr_t", "bc")
 
+    # Unlike SGD's, RMSProp's momentum may be 1 (as optax allows).
+    hyper_bounds = {"momentum": UNIT_CLOSED}
+
     # call_param treats every element alike and call_model only computes per-step
     # scalars: Packed may run it on packed buffers, and init discovers its
     # state on one parameter per shape and dtype.
@@ -79,17 +85,15 @@ class RMSProp(Optimizer):
         nesterov: bool = False,
         bias_correction: bool = False,
     ):
-        name = type(self).__name__
-        check_hyper("learning_rate", learning_rate, optimizer=name)
-        check_hyper("decay", decay, high=1.0, high_inclusive=True, optimizer=name)
-        check_hyper("eps", eps, optimizer=name)
-        check_hyper("initial_scale", initial_scale, optimizer=name)
-        if momentum is not None:
-            check_hyper("momentum", momentum, high=1.0, high_inclusive=True, optimizer=name)
-        self.learning_rate = learning_rate
-        self.decay, self.eps, self.initial_scale = decay, eps, initial_scale
-        self.eps_in_sqrt, self.centered = eps_in_sqrt, centered
-        self.momentum, self.nesterov = momentum, nesterov
+        set_hypers(
+            self,
+            learning_rate=learning_rate,
+            decay=decay,
+            eps=eps,
+            initial_scale=initial_scale,
+            momentum=momentum,
+        )
+        self.eps_in_sqrt, self.centered, self.nesterov = eps_in_sqrt, centered, nesterov
         self.bias_correction = bias_correction
         if bias_correction or needs_count(learning_rate):
             self.count = jnp.zeros([], jnp.int32)
@@ -101,9 +105,8 @@ class RMSProp(Optimizer):
         if not self.bias_correction:
             self.lr_t = advance(self, self.learning_rate)
             return grads
-        self.lr_t = value_at(self.learning_rate, self.count)
-        self.count = optax.safe_increment(self.count)
-        self.bc = 1 - self.decay**self.count
+        self.lr_t = tick(self, self.learning_rate)
+        self.bc = bias_correction(self.decay, self.count)
         return grads
 
     def call_param(self, key, grad, **_):
@@ -113,13 +116,13 @@ class RMSProp(Optimizer):
                 self.mu[key] = jnp.zeros_like(grad)
             if self.momentum is not None:
                 self.trace[key] = jnp.zeros_like(grad)
-        nu = (1 - self.decay) * abs_sq(grad) + self.decay * self.nu[key]
+        nu = ema(self.nu[key], abs_sq(grad), self.decay)
         self.nu[key] = nu
-        nu_hat = nu / self.bc.astype(nu.dtype) if self.bias_correction else nu
+        nu_hat = debias(nu, self.bc) if self.bias_correction else nu
         if self.centered:
-            mu = (1 - self.decay) * grad + self.decay * self.mu[key]
+            mu = ema(self.mu[key], grad, self.decay)
             self.mu[key] = mu
-            mu_hat = mu / self.bc.astype(mu.dtype) if self.bias_correction else mu
+            mu_hat = debias(mu, self.bc) if self.bias_correction else mu
             nu_hat = nu_hat - abs_sq(mu_hat)
         if self.eps_in_sqrt:
             update = jax.lax.rsqrt(nu_hat + self.eps) * grad

@@ -13,9 +13,9 @@ from flr_nnx.helpers import (
     advance,
     cast,
     check_complex_state,
-    check_hyper,
     needs_count,
     scale,
+    set_hypers,
 )
 
 
@@ -65,12 +65,7 @@ class SGD(Optimizer):
         nesterov: bool = False,
         accumulator_dtype: Any | None = None,
     ):
-        name = type(self).__name__
-        check_hyper("learning_rate", learning_rate, optimizer=name)
-        if momentum is not None:
-            check_hyper("momentum", momentum, high=1.0, optimizer=name)
-        self.learning_rate = learning_rate
-        self.momentum = momentum
+        set_hypers(self, learning_rate=learning_rate, momentum=momentum)
         self.nesterov = nesterov
         self.accumulator_dtype = (
             None if accumulator_dtype is None else jax.dtypes.canonicalize_dtype(accumulator_dtype)
@@ -130,8 +125,7 @@ class SignSGD(Optimizer):
     elementwise = True
 
     def __init__(self, learning_rate: ScalarOrSchedule):
-        check_hyper("learning_rate", learning_rate, optimizer=type(self).__name__)
-        self.learning_rate = learning_rate
+        set_hypers(self, learning_rate=learning_rate)
         if needs_count(learning_rate):
             self.count = jnp.zeros([], jnp.int32)
 
