@@ -183,7 +183,7 @@ class Mask:
 
 
 def key_of(path: tuple[Any, ...]) -> Key:
-    """The key a hook sees for the leaf at a JAX key path (``jax.tree_util.tree_flatten_with_path``).
+    """The key a hook sees for the leaf at a JAX key path (from ``tree_flatten_with_path``).
 
     Dict keys, attribute names and sequence indices become the parts of a plain
     tuple; a Flax Variable's trailing ``.value`` is dropped.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import jax.numpy as jnp
 import numpy as np
@@ -10,14 +10,16 @@ import optax
 
 from flr_nnx._optimizer import Optimizer
 from flr_nnx.helpers import (
+    UNIT_CLOSED,
+    Bound,
     Mask,
     MaskLike,
     ScalarOrSchedule,
     abs_sq,
     cast,
     check_complex_state,
-    check_hyper,
     scale,
+    set_hypers,
     value_at,
 )
 
@@ -85,6 +87,9 @@ class Adafactor(Optimizer):
     # Recomputed by call_model at every step for call_param: not state.
     transient = ("decay_t", "lr_t", "wd_t", "decays")
 
+    # Adafactor's momentum may be 1 (as optax allows).
+    hyper_bounds: ClassVar[dict[str, Bound]] = {"momentum": UNIT_CLOSED}
+
     def __init__(
         self,
         learning_rate: ScalarOrSchedule | None = None,
@@ -100,26 +105,19 @@ class Adafactor(Optimizer):
         factored: bool = True,
         weight_decay_mask: MaskLike = None,
     ):
-        name = type(self).__name__
-        if learning_rate is not None:
-            check_hyper("learning_rate", learning_rate, optimizer=name)
-        check_hyper("min_dim_size_to_factor", min_dim_size_to_factor, optimizer=name)
-        check_hyper("decay_rate", decay_rate, optimizer=name)
-        check_hyper("decay_offset", decay_offset, optimizer=name)
-        if clipping_threshold is not None:
-            check_hyper("clipping_threshold", clipping_threshold, optimizer=name)
-        if momentum is not None:
-            check_hyper("momentum", momentum, high=1.0, high_inclusive=True, optimizer=name)
-        if weight_decay_rate is not None:
-            check_hyper("weight_decay_rate", weight_decay_rate, optimizer=name)
-        check_hyper("eps", eps, optimizer=name)
-        self.learning_rate = learning_rate
-        self.min_dim_size_to_factor, self.factored = min_dim_size_to_factor, factored
-        self.decay_rate, self.decay_offset, self.eps = decay_rate, decay_offset, eps
-        self.multiply_by_parameter_scale = multiply_by_parameter_scale
-        self.clipping_threshold = clipping_threshold
-        self.momentum, self.dtype_momentum = momentum, jnp.dtype(dtype_momentum)
-        self.weight_decay_rate = weight_decay_rate
+        set_hypers(
+            self,
+            learning_rate=learning_rate,
+            min_dim_size_to_factor=min_dim_size_to_factor,
+            decay_rate=decay_rate,
+            decay_offset=decay_offset,
+            clipping_threshold=clipping_threshold,
+            momentum=momentum,
+            weight_decay_rate=weight_decay_rate,
+            eps=eps,
+        )
+        self.factored, self.multiply_by_parameter_scale = factored, multiply_by_parameter_scale
+        self.dtype_momentum = jnp.dtype(dtype_momentum)
         self.weight_decay_mask = Mask(weight_decay_mask)
         self.count = jnp.zeros([], jnp.int32)
         self.v_row: dict = {}  # factored: second moment averaged over the largest axis

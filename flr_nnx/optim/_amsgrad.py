@@ -11,8 +11,8 @@ from flr_nnx._optimizer import Optimizer
 from flr_nnx.helpers import (
     ScalarOrSchedule,
     abs_sq,
-    cast,
     bias_corrections,
+    cast,
     check_complex_state,
     debias,
     ema,

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from flr_nnx._optimizer import Optimizer
 from flr_nnx.helpers import (
     Mask,
     MaskLike,
     ScalarOrSchedule,
-    check_hyper,
+    advance,
+    decayed,
+    global_norm,
+    needs_count,
     reject_complex,
     scale,
-    value_at,
+    set_hypers,
 )
 
 
@@ -52,16 +54,10 @@ class ClipByGlobalNorm(Optimizer):
     transient = ("g_norm", "trigger")
 
     def __init__(self, max_norm: float):
-        check_hyper("max_norm", max_norm, optimizer=type(self).__name__)
-        self.max_norm = max_norm
+        set_hypers(self, max_norm=max_norm)
 
     def call_model(self, grads, **_):
-        # Squares summed per leaf, then across leaves from 0 in key order: the
-        # exact sequence of optax.tree.norm, so the norm is bit-identical.
-        total = 0
-        for grad in grads.values():
-            total = total + jnp.sum(jnp.square(grad.real) + jnp.square(grad.imag))
-        self.g_norm = jnp.sqrt(jnp.asarray(total))
+        self.g_norm = global_norm(grads)  # optax.tree.norm's sequence: bit-identical
         self.trigger = jnp.squeeze(self.g_norm < self.max_norm)
         return grads
 
@@ -91,8 +87,7 @@ class Clip(Optimizer):
     """
 
     def __init__(self, max_delta: float):
-        check_hyper("max_delta", max_delta, optimizer=type(self).__name__)
-        self.max_delta = max_delta
+        set_hypers(self, max_delta=max_delta)
 
     def call_param(self, key, grad, **_):
         reject_complex(
@@ -137,20 +132,13 @@ class ScaleByLearningRate(Optimizer):
     transient = ("lr_t",)
 
     def __init__(self, learning_rate: ScalarOrSchedule | None = None, *, flip_sign: bool = True):
-        if learning_rate is not None:
-            check_hyper("learning_rate", learning_rate, optimizer=type(self).__name__)
-        self.learning_rate = learning_rate
+        set_hypers(self, learning_rate=learning_rate)
         self.flip_sign = flip_sign
-        if callable(learning_rate):
+        if needs_count(learning_rate):
             self.count = jnp.zeros([], jnp.int32)
 
     def call_model(self, grads, **_):
-        if callable(self.learning_rate):
-            lr = value_at(self.learning_rate, self.count)
-            self.count = optax.safe_increment(self.count)
-        else:
-            lr = self.learning_rate
-        self.lr_t = lr
+        self.lr_t = advance(self, self.learning_rate)
         return grads
 
     def call_param(self, grad, **_):
@@ -190,23 +178,17 @@ class AddDecayedWeights(Optimizer):
     transient = ("wd_t", "decays")
 
     def __init__(self, weight_decay: ScalarOrSchedule = 0.0, mask: MaskLike = None):
-        check_hyper("weight_decay", weight_decay, optimizer=type(self).__name__)
-        self.weight_decay = weight_decay
+        set_hypers(self, weight_decay=weight_decay)
         self.mask = Mask(mask)
-        if callable(weight_decay):
+        if needs_count(weight_decay):
             self.count = jnp.zeros([], jnp.int32)
 
     def call_model(self, grads, **_):
-        if callable(self.weight_decay):
-            self.wd_t = value_at(self.weight_decay, self.count)
-            self.count = optax.safe_increment(self.count)
-        else:
-            self.wd_t = self.weight_decay
-        self.decays = self.mask.select(grads)
+        self.wd_t = advance(self, self.weight_decay)
+        self.decays = decayed(self.weight_decay, self.mask, grads)
         return grads
 
     def call_param(self, key, grad, param):
-        # optax skips a constant zero decay entirely, so do we.
-        if key not in self.decays or (isinstance(self.wd_t, (int, float)) and self.wd_t == 0.0):
+        if key not in self.decays:
             return grad
         return grad + self.wd_t * param

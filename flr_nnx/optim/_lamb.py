@@ -71,7 +71,12 @@ class LAMB(Optimizer):
         mask: MaskLike = None,
     ):
         set_hypers(
-            self, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root,
+            self,
+            learning_rate=learning_rate,
+            b1=b1,
+            b2=b2,
+            eps=eps,
+            eps_root=eps_root,
             weight_decay=weight_decay,
         )
         self.mask = Mask(mask)

@@ -3,27 +3,33 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
-import optax
 from optax.contrib import MuonDimensionNumbers
 
 from flr_nnx._errors import HyperparameterError, StructureError
 from flr_nnx._optimizer import Key, Optimizer
-from flr_nnx._tree import key_of
 from flr_nnx.helpers import (
+    Bound,
     Mask,
     MaskLike,
     ScalarOrSchedule,
     abs_sq,
+    bias_corrections,
     check_complex_state,
-    check_hyper,
+    debias,
+    debias_momentum,
+    decayed,
+    ema,
+    is_zero,
+    key_of,
     reject_complex,
     scale,
+    set_hypers,
+    tick,
     unflatten,
-    value_at,
 )
 
 _PRESETS = {
@@ -108,11 +114,6 @@ class _Static:
     __hash__ = None  # type: ignore[assignment]
 
 
-def _is_zero(value: Any) -> bool:
-    # optax skips a constant zero weight decay entirely (no `+ 0 * param`).
-    return isinstance(value, (int, float)) and value == 0.0
-
-
 def _axes(ndim: int, dims: MuonDimensionNumbers) -> tuple[tuple[int, ...], tuple[int, ...]]:
     red, out = dims.reduction_axis, dims.output_axis
     red = (red,) if isinstance(red, int) else tuple(red)
@@ -185,6 +186,9 @@ class Muon(Optimizer):
     """
 
     # Recomputed by call_model at every step for call_param: not state.
+    # ns_steps counts Newton-Schulz iterations: at least one.
+    hyper_bounds: ClassVar[dict[str, Bound]] = {"ns_steps": Bound(low=1)}
+
     transient = (
         "lr_t",
         "adam_lr_t",
@@ -222,17 +226,19 @@ class Muon(Optimizer):
         consistent_rms: float | None = None,
     ):
         name = type(self).__name__
-        check_hyper("learning_rate", learning_rate, optimizer=name)
-        check_hyper("ns_steps", ns_steps, low=1, optimizer=name)
-        check_hyper("beta", beta, high=1.0, optimizer=name)
-        check_hyper("eps", eps, optimizer=name)
-        check_hyper("weight_decay", weight_decay, optimizer=name)
-        check_hyper("adam_b1", adam_b1, high=1.0, optimizer=name)
-        check_hyper("adam_b2", adam_b2, high=1.0, optimizer=name)
-        check_hyper("adam_eps_root", adam_eps_root, optimizer=name)
-        check_hyper("adam_weight_decay", adam_weight_decay, optimizer=name)
-        if adam_learning_rate is not None:
-            check_hyper("adam_learning_rate", adam_learning_rate, optimizer=name)
+        set_hypers(
+            self,
+            learning_rate=learning_rate,
+            ns_steps=ns_steps,
+            beta=beta,
+            eps=eps,
+            weight_decay=weight_decay,
+            adam_b1=adam_b1,
+            adam_b2=adam_b2,
+            adam_eps_root=adam_eps_root,
+            adam_weight_decay=adam_weight_decay,
+            adam_learning_rate=adam_learning_rate,
+        )
         if preconditioning not in _PRECONDITIONINGS:
             raise HyperparameterError(
                 f"{name}(preconditioning={preconditioning!r}): expected one of "
@@ -259,16 +265,11 @@ class Muon(Optimizer):
                     f"{coeffs.shape[0]}."
                 )
             coeffs = coeffs[-ns_steps:]
-        self.learning_rate = learning_rate
-        self.adam_learning_rate = (
-            learning_rate if adam_learning_rate is None else adam_learning_rate
-        )
-        self.ns_steps, self.beta, self.eps = ns_steps, beta, eps
-        self.weight_decay, self.weight_decay_mask = weight_decay, Mask(weight_decay_mask)
+        if adam_learning_rate is None:
+            self.adam_learning_rate = learning_rate
+        self.weight_decay_mask = Mask(weight_decay_mask)
         self.mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
         self.nesterov, self.adaptive, self.preconditioning = nesterov, adaptive, preconditioning
-        self.adam_b1, self.adam_b2, self.adam_eps_root = adam_b1, adam_b2, adam_eps_root
-        self.adam_weight_decay = adam_weight_decay
         self.dimension_numbers = _Static(muon_weight_dimension_numbers)
         self.consistent_rms = consistent_rms
         # State, as in optax: the coefficients are an array (read at run time, not
@@ -305,23 +306,24 @@ class Muon(Optimizer):
         return out
 
     def call_model(self, grads, **_):
-        self.lr_t = value_at(self.learning_rate, self.count)
-        self.adam_lr_t = value_at(self.adam_learning_rate, self.count)
-        self.wd_t = value_at(self.weight_decay, self.count)
-        self.adam_wd_t = value_at(self.adam_weight_decay, self.count)
+        self.lr_t, self.adam_lr_t, self.wd_t, self.adam_wd_t = tick(
+            self,
+            self.learning_rate,
+            self.adam_learning_rate,
+            self.weight_decay,
+            self.adam_weight_decay,
+        )
         self.dims = _Static(self.resolve(grads))
-        self.decays = self.weight_decay_mask.select(grads)
-        self.count = optax.safe_increment(self.count)
-        self.adam_bc1 = 1 - self.adam_b1**self.count
-        self.adam_bc1_next = 1 - self.adam_b1 ** optax.safe_increment(self.count)
-        self.adam_bc2 = 1 - self.adam_b2**self.count
+        self.decays = decayed(self.weight_decay, self.weight_decay_mask, grads)
+        self.adam_bc1, self.adam_bc2, self.adam_bc1_next = bias_corrections(
+            self.count, self.adam_b1, self.adam_b2, nesterov=self.nesterov
+        )
         # One divisor per step shared by every matrix, as optax's tree-wide bias
         # correction: XLA rewrites ``x / s`` as ``x * (1 / s)`` only while the
         # scalar ``s`` has a single use, so the same rounding needs the same
         # sharing (a divisor per matrix would be rewritten with two matrices or
         # more, optax's is not: a last-bit difference Newton-Schulz amplifies).
-        self.bc = 1 - self.beta**self.count
-        self.bc_next = 1 - self.beta ** optax.safe_increment(self.count)
+        self.bc, _, self.bc_next = bias_corrections(self.count, self.beta, nesterov=self.nesterov)
         return grads
 
     def call_param(self, key, grad, param):
@@ -341,14 +343,8 @@ class Muon(Optimizer):
             )
         if key not in self.mu:
             self.mu[key] = jnp.zeros_like(grad, dtype=self.mu_dtype)
-        mu = (1 - self.beta) * grad + self.beta * self.mu[key]
-        if self.nesterov:
-            beta = self.beta
-            m_hat = beta * (mu / self.bc_next.astype(mu.dtype)) + (1 - beta) * (
-                grad / self.bc.astype(grad.dtype)
-            )
-        else:
-            m_hat = mu / self.bc.astype(mu.dtype)
+        mu = ema(self.mu[key], grad, self.beta)
+        m_hat = debias_momentum(mu, grad, self.beta, self.bc, self.bc_next)
         self.mu[key] = mu if self.mu_dtype is None else mu.astype(self.mu_dtype)
         update = self.orthogonalize(m_hat, dims)
         if self.adaptive:
@@ -360,7 +356,7 @@ class Muon(Optimizer):
             update = jnp.sqrt(jnp.maximum(1, fan_out / fan_in)) * update
         else:
             update = jnp.sqrt(jnp.maximum(fan_in, fan_out)) * self.consistent_rms * update
-        if key in self.decays and not _is_zero(self.wd_t):
+        if key in self.decays:
             update = update + self.wd_t * param
         return scale(self.lr_t, update).astype(grad.dtype)
 
@@ -401,19 +397,13 @@ class Muon(Optimizer):
         if key not in self.adam_mu:
             self.adam_mu[key] = jnp.zeros_like(grad, dtype=self.mu_dtype)
             self.adam_nu[key] = jnp.zeros_like(grad)
-        b1, b2 = self.adam_b1, self.adam_b2
-        mu = (1 - b1) * grad + b1 * self.adam_mu[key]
-        nu = (1 - b2) * abs_sq(grad) + b2 * self.adam_nu[key]
-        if self.nesterov:
-            mu_hat = b1 * (mu / self.adam_bc1_next.astype(mu.dtype)) + (1 - b1) * (
-                grad / self.adam_bc1.astype(grad.dtype)
-            )
-        else:
-            mu_hat = mu / self.adam_bc1.astype(mu.dtype)
-        nu_hat = nu / self.adam_bc2.astype(nu.dtype)
+        mu = ema(self.adam_mu[key], grad, self.adam_b1)
+        nu = ema(self.adam_nu[key], abs_sq(grad), self.adam_b2)
+        mu_hat = debias_momentum(mu, grad, self.adam_b1, self.adam_bc1, self.adam_bc1_next)
+        nu_hat = debias(nu, self.adam_bc2)
         update = mu_hat / (jnp.sqrt(nu_hat + self.adam_eps_root) + self.eps)
         self.adam_mu[key] = mu.astype(self.adam_mu[key].dtype)
         self.adam_nu[key] = nu.astype(self.adam_nu[key].dtype)
-        if not _is_zero(self.adam_wd_t):
+        if not is_zero(self.adam_wd_t):
             update = update + self.adam_wd_t * param
         return scale(self.adam_lr_t, update).astype(grad.dtype)

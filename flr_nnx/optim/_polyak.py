@@ -65,7 +65,8 @@ class PolyakSGD(Optimizer):
         set_hypers(self, max_learning_rate=max_learning_rate, scaling=scaling, eps=eps)
         if variant not in ("sps", "sps+"):
             raise HyperparameterError(
-                f"{type(self).__name__}(variant={variant!r}): expected 'sps' or 'sps+', got {variant!r}. "
+                f"{type(self).__name__}(variant={variant!r}): expected 'sps' or 'sps+', "
+                f"got {variant!r}. "
                 "Fix: pass variant='sps' (plain Polyak step) or 'sps+' (gap clipped at 0)."
             )
         self.f_min, self.variant = f_min, variant

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 
 from flr_nnx._optimizer import Optimizer
 from flr_nnx.helpers import (
     UNIT_CLOSED,
+    Bound,
     ScalarOrSchedule,
     abs_sq,
     advance,
@@ -66,7 +69,7 @@ class RMSProp(Optimizer):
     transient = ("lr_t", "bc")
 
     # Unlike SGD's, RMSProp's momentum may be 1 (as optax allows).
-    hyper_bounds = {"momentum": UNIT_CLOSED}
+    hyper_bounds: ClassVar[dict[str, Bound]] = {"momentum": UNIT_CLOSED}
 
     # call_param treats every element alike and call_model only computes per-step
     # scalars: Packed may run it on packed buffers, and init discovers its
