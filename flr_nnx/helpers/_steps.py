@@ -153,7 +153,7 @@ def bias_corrections(
         >>> import flr_nnx as flr
         >>> bc1, bc2, bc1_next = flr.helpers.bias_corrections(jnp.int32(1), 0.9, 0.999)
         >>> print(bc1, bc2, bc1_next)
-        0.10000002 0.00099999 None
+        0.100000024 0.0009999871 None
     """
     bc1 = bias_correction(b1, count)
     bc2 = None if b2 is None else bias_correction(b2, count)
@@ -211,7 +211,7 @@ def debias_momentum(
         >>> flr.helpers.debias_momentum(mu, g, 0.9, bc1)
         Array([0.99999976], dtype=float32)
         >>> flr.helpers.debias_momentum(mu, g, 0.9, bc1, bc1_next)
-        Array([1.4736842], dtype=float32)
+        Array([1.4736838], dtype=float32)
     """
     if bc1_next is None:
         return debias(mu, bc1)

@@ -25,7 +25,7 @@ import optax
 from flax import nnx
 
 import flr_nnx as flr
-from flr_nnx.helpers import _common
+from flr_nnx import helpers
 
 # optax factory name -> flr_nnx twin (tests/zoo.py holds the same pairs).
 OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
@@ -60,9 +60,9 @@ def _signature(cls: type) -> inspect.Signature:
     sig = inspect.signature(cls, eval_str=True)
     params = []
     for p in sig.parameters.values():
-        if p.annotation == _common.ScalarOrSchedule:
+        if p.annotation == helpers.ScalarOrSchedule:
             p = p.replace(annotation=optax.ScalarOrSchedule)
-        elif p.annotation == _common.ScalarOrSchedule | None:
+        elif p.annotation == helpers.ScalarOrSchedule | None:
             p = p.replace(annotation=optax.ScalarOrSchedule | None)
         params.append(p)
     return sig.replace(parameters=params, return_annotation=optax.GradientTransformationExtraArgs)
