@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import inspect
 import pathlib
+import sys
+from typing import ClassVar
 
 import jax.numpy as jnp
 import pytest
@@ -35,20 +37,19 @@ def test_zoo_imports_only_base_class_helpers_and_errors(path):
             ok = ok and not name.startswith("flr_nnx.helpers._")
             assert ok, f"{path.name} imports {name}: the zoo may use only the public helpers"
         else:
-            import sys
-
             assert top in THIRD_PARTY or top in sys.stdlib_module_names, (path.name, name)
 
 
 def test_set_hypers_checks_by_name_and_class_overrides():
     class Mine(flr.optim.Optimizer):
-        hyper_bounds = {"momentum": flr.helpers.UNIT_CLOSED}
+        hyper_bounds: ClassVar = {"momentum": flr.helpers.UNIT_CLOSED}
 
         def __init__(self, b1=0.9, momentum=None, eps=1e-8):
             flr.helpers.set_hypers(self, b1=b1, momentum=momentum, eps=eps)
 
     assert Mine().momentum is None and Mine(momentum=1.0).momentum == 1.0
-    with pytest.raises(flr.HyperparameterError, match=r"Mine\(b1=1.0\): expected b1 in \[0.0, 1.0\)"):
+    expected = r"Mine\(b1=1.0\): expected b1 in \[0.0, 1.0\)"
+    with pytest.raises(flr.HyperparameterError, match=expected):
         Mine(b1=1.0)
     with pytest.raises(flr.HyperparameterError, match=r"expected eps in >= 0.0"):
         Mine(eps=-1.0)
