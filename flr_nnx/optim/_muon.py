@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
+import optax
 from optax.contrib import MuonDimensionNumbers
 
 from flr_nnx._errors import HyperparameterError, StructureError
@@ -17,6 +18,7 @@ from flr_nnx.helpers import (
     MaskLike,
     ScalarOrSchedule,
     abs_sq,
+    bias_correction,
     bias_corrections,
     check_complex_state,
     debias,
@@ -315,15 +317,16 @@ class Muon(Optimizer):
         )
         self.dims = _Static(self.resolve(grads))
         self.decays = decayed(self.weight_decay, self.weight_decay_mask, grads)
-        self.adam_bc1, self.adam_bc2, self.adam_bc1_next = bias_corrections(
-            self.count, self.adam_b1, self.adam_b2, nesterov=self.nesterov
-        )
+        # optax.contrib.muon's order, and its Nesterov corrections computed even when unused.
+        self.adam_bc1 = bias_correction(self.adam_b1, self.count)
+        self.adam_bc1_next = bias_correction(self.adam_b1, optax.safe_increment(self.count))
+        self.adam_bc2 = bias_correction(self.adam_b2, self.count)
         # One divisor per step shared by every matrix, as optax's tree-wide bias
         # correction: XLA rewrites ``x / s`` as ``x * (1 / s)`` only while the
         # scalar ``s`` has a single use, so the same rounding needs the same
         # sharing (a divisor per matrix would be rewritten with two matrices or
         # more, optax's is not: a last-bit difference Newton-Schulz amplifies).
-        self.bc, _, self.bc_next = bias_corrections(self.count, self.beta, nesterov=self.nesterov)
+        self.bc, _, self.bc_next = bias_corrections(self.count, self.beta, nesterov=True)
         return grads
 
     def call_param(self, key, grad, param):
