@@ -183,7 +183,7 @@ def debias_momentum(
     grad: jax.Array,
     b1: float,
     bc1: jax.Array,
-    bc1_next: jax.Array | None = None,
+    bc1_next: jax.Array | bool | None = None,
 ) -> jax.Array:
     r"""The bias-corrected first moment, in Nesterov's form when ``bc1_next`` is given.
 
@@ -200,7 +200,7 @@ def debias_momentum(
         grad: :math:`g_t`.
         b1: :math:`\beta_1`.
         bc1: :math:`1 - \beta_1^t`.
-        bc1_next: :math:`1 - \beta_1^{t+1}`, or ``None`` for the plain correction.
+        bc1_next: :math:`1 - \beta_1^{t+1}`, or ``None`` (or ``False``) for the plain correction.
 
     Example:
         >>> import jax.numpy as jnp
@@ -213,7 +213,7 @@ def debias_momentum(
         >>> flr.helpers.debias_momentum(mu, g, 0.9, bc1, bc1_next)
         Array([1.4736838], dtype=float32)
     """
-    if bc1_next is None:
+    if bc1_next is None or bc1_next is False:
         return debias(mu, bc1)
     return b1 * debias(mu, bc1_next) + (1 - b1) * debias(grad, bc1)
 

@@ -347,7 +347,7 @@ class Muon(Optimizer):
         if key not in self.mu:
             self.mu[key] = jnp.zeros_like(grad, dtype=self.mu_dtype)
         mu = ema(self.mu[key], grad, self.beta)
-        m_hat = debias_momentum(mu, grad, self.beta, self.bc, self.bc_next)
+        m_hat = debias_momentum(mu, grad, self.beta, self.bc, self.nesterov and self.bc_next)
         self.mu[key] = mu if self.mu_dtype is None else mu.astype(self.mu_dtype)
         update = self.orthogonalize(m_hat, dims)
         if self.adaptive:
@@ -402,7 +402,8 @@ class Muon(Optimizer):
             self.adam_nu[key] = jnp.zeros_like(grad)
         mu = ema(self.adam_mu[key], grad, self.adam_b1)
         nu = ema(self.adam_nu[key], abs_sq(grad), self.adam_b2)
-        mu_hat = debias_momentum(mu, grad, self.adam_b1, self.adam_bc1, self.adam_bc1_next)
+        nesterov = self.nesterov and self.adam_bc1_next
+        mu_hat = debias_momentum(mu, grad, self.adam_b1, self.adam_bc1, nesterov)
         nu_hat = debias(nu, self.adam_bc2)
         update = mu_hat / (jnp.sqrt(nu_hat + self.adam_eps_root) + self.eps)
         self.adam_mu[key] = mu.astype(self.adam_mu[key].dtype)
