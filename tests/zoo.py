@@ -203,4 +203,10 @@ ZOO: list[Entry] = [
         },
     ),
     # -- end of section B
+    # -- section C (issue 14): Yogi, Adadelta, Adan, AdamaxW, Signum, Rprop, OptimisticGD, OptimisticAdamV2
+    # -- end of section C
+    # -- section D (issue 14): LARS, Fromage, NovoGrad, SM3, ADOPT, AdEMAMix, SimplifiedAdEMAMix, MADGRAD
+    # -- end of section D
+    # -- section E (issue 14): AcProp, COCOB, DAdaptAdamW, DoG, DoWG, Prodigy, Momo, MomoAdam
+    # -- end of section E
 ]

@@ -46,6 +46,12 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     "rmsprop": flr.optim.RMSProp,
     "sgd": flr.optim.SGD,
     "sign_sgd": flr.optim.SignSGD,
+    # -- section C (issue 14)
+    # -- end of section C
+    # -- section D (issue 14)
+    # -- end of section D
+    # -- section E (issue 14)
+    # -- end of section E
 }
 
 
