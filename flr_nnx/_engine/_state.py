@@ -8,10 +8,10 @@ from typing import Any, NamedTuple
 
 import jax
 
+from flr_nnx import _tree
 from flr_nnx._engine._walk import ITEM, Path, format_path
 from flr_nnx._errors import StateError
 from flr_nnx._optimizer import Key
-from flr_nnx import _tree
 
 
 class Layout(NamedTuple):
