@@ -36,6 +36,7 @@ from flr_nnx._engine._walk import format_path as format_path
 from flr_nnx._engine._walk import is_array as is_array
 from flr_nnx._engine._walk import put as put
 from flr_nnx._engine._walk import rebuild as rebuild
+from flr_nnx._engine._walk import transient_values as transient_values
 from flr_nnx._engine._walk import traverse as traverse
 from flr_nnx._engine._walk import walk as walk
 from flr_nnx._tree import unnest as unnest

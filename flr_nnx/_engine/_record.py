@@ -16,7 +16,7 @@ import contextvars
 from collections.abc import Mapping
 from typing import Any
 
-from flr_nnx._engine._walk import ATTR, ITEM, Path, Step, walk
+from flr_nnx._engine._walk import ATTR, ITEM, Path, Step, is_transient, walk
 from flr_nnx._errors import StateError
 
 RUN: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar("flr_nnx_run", default=None)
@@ -53,7 +53,7 @@ class Recorder:
 
     def on_new_attribute(self, obj: Any, name: str, value: Any) -> Any:
         """Called by ``Optimizer.__setattr__`` for every assignment during discovery."""
-        if name in type(obj).transient:  # not state: nothing to record
+        if is_transient(obj, name):  # not state: nothing to record
             return value
         return self.record(obj, (ATTR, name), value)
 

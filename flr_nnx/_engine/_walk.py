@@ -74,15 +74,29 @@ def pytree_children(node: Any) -> tuple[list[Any], Any] | None:
     return leaves, treedef
 
 
+def is_transient(opt: Optimizer, name: str) -> bool:
+    """Whether attribute ``name`` of ``opt`` is a per-step value, never state.
+
+    The one reading of ``Optimizer.transient``: :func:`children` (so every walk,
+    :func:`rebuild` and the recording of init) leaves these attributes out.
+    """
+    return name in type(opt).transient
+
+
+def transient_values(opt: Optimizer) -> dict[str, Any]:
+    """The per-step values ``opt``'s hooks have assigned in this step, by name."""
+    found = vars(opt)
+    return {name: found[name] for name in type(opt).transient if name in found}
+
+
 def children(node: Any) -> Iterator[tuple[Step, Any]] | None:
     """The children of a node of the optimizer tree, or None for a leaf.
 
-    An optimizer's ``transient`` attributes are not children: they are
-    per-step values, never state (see :func:`flr_nnx.optim.Optimizer.transient`).
+    An optimizer's transient attributes (:func:`is_transient`) are not
+    children: they are per-step values, never state.
     """
     if isinstance(node, Optimizer):
-        skip = type(node).transient
-        return (((ATTR, k), v) for k, v in vars(node).items() if k not in skip)
+        return (((ATTR, k), v) for k, v in vars(node).items() if not is_transient(node, k))
     if isinstance(node, dict):
         return (((ITEM, k), v) for k, v in node.items())
     if is_namedtuple(node):  # optax's states: keep their field names (`mu`, `nu`)
@@ -246,10 +260,8 @@ def rebuild(
     if isinstance(node, Optimizer):
         new = object.__new__(type(node))
         attrs = new.__dict__
-        skip = type(node).transient
-        for name, old in vars(node).items():
-            if name not in skip:
-                attrs[name] = child((ATTR, name), old)
+        for step, old in children(node) or ():
+            attrs[step[1]] = child(step, old)
         for step in list(grouped):
             attrs[step[1]] = child(step, ABSENT)
         return new
