@@ -12,7 +12,6 @@ from flr_nnx._engine._checks import check_transient as check_transient
 from flr_nnx._engine._checks import check_updates as check_updates
 from flr_nnx._engine._grouped import is_elementwise as is_elementwise
 from flr_nnx._engine._record import RUN as RUN
-from flr_nnx._engine._record import Recorder as Recorder
 from flr_nnx._engine._run import call_hooks as call_hooks
 from flr_nnx._engine._run import init as init
 from flr_nnx._engine._run import step as step
