@@ -128,7 +128,7 @@ def traverse(root: Any, expand: Expand = children) -> Iterator[tuple[Path, Any, 
             continue
         yield path, node, found is None
         if found is not None:
-            stack.extend(((*path, s), c) for s, c in reversed(list(found)))  # type: ignore[call-overload]
+            stack.extend(((*path, s), c) for s, c in reversed(list(found)))
 
 
 @dataclasses.dataclass
