@@ -142,7 +142,7 @@ class Missing:
 
     # No __jax_array__: JAX rejects it while tracing with its own error, whereas
     # without it JAX's TypeError names this class and the engine re-raises it as
-    # a MissingArgumentError (see ``_engine._call_hooks``).
+    # a MissingArgumentError (see ``flr_nnx._engine.call_hooks``).
     __array__ = __bool__ = __float__ = __int__ = __index__ = __contains__ = _fail
     __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _fail
     __truediv__ = __rtruediv__ = __pow__ = __rpow__ = __neg__ = __abs__ = _fail

@@ -19,11 +19,11 @@ import numpy as np
 from flax import nnx
 from jax._src.lax.lax import _convert_element_type
 
-from flr_nnx._engine import _ABSENT, HookState, mark_live, unnest
+from flr_nnx._engine import ABSENT, HookState, mark_live
 from flr_nnx._errors import HyperparameterError, describe
 from flr_nnx._optimizer import CHECKS as _CHECKS
 from flr_nnx._optimizer import Optimizer
-from flr_nnx._tree import is_concrete
+from flr_nnx._tree import is_concrete, lookup, unnest
 
 HyperName = str | Sequence[str | int]
 
@@ -192,20 +192,11 @@ def _hook_states(state: Any) -> list[HookState]:
     ]
 
 
-def _lookup(tree: Any, parts: tuple[Any, ...]) -> Any:
-    node = tree
-    for part in parts:
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def _holder(state: Any, name: HyperName) -> tuple[HookState, tuple[Any, ...]]:
     parts = _parts(name)
     states = _hook_states(state)
     private = any(isinstance(part, str) and part.startswith("_") for part in parts)
-    found = [] if private else [s for s in states if _is_array(_lookup(s.tree, parts))]
+    found = [] if private else [s for s in states if _is_array(lookup(s.tree, parts))]
     text = ".".join(map(str, parts))
     if not states:
         raise HyperparameterError(
@@ -277,13 +268,13 @@ def _static(holder: Any, parts: tuple[Any, ...]) -> Any:
     node = holder._template
     for part in parts:
         if isinstance(node, Optimizer) and isinstance(part, str):
-            node = vars(node).get(part, _ABSENT)
+            node = vars(node).get(part, ABSENT)
         elif isinstance(node, dict):
-            node = node.get(part, _ABSENT)
+            node = node.get(part, ABSENT)
         elif isinstance(node, (list, tuple)) and isinstance(part, int) and part < len(node):
             node = node[part]
         else:
-            return _ABSENT
+            return ABSENT
     return node
 
 
@@ -308,7 +299,7 @@ def _nnx_get(holder: Any, parts: tuple[Any, ...]) -> Any:
     private = any(isinstance(part, str) and part.startswith("_") for part in parts)
     if parts in slots and not private:
         return slots[parts].get_value()
-    value = _ABSENT if private else _static(holder, parts)
+    value = ABSENT if private else _static(holder, parts)
     if callable(value) and not isinstance(value, (Optimizer, type)):
         count = slots.get((*parts[:-1], "count"))
         if count is None:
@@ -341,7 +332,7 @@ def _nnx_set(holder: Any, parts: tuple[Any, ...], value: Any) -> Any:
         check_assignment(holder.layout, path, value, f"Hyperparameter {text!r}")
         slot.set_value(cast_like(value, slot.get_value(), f"Hyperparameter {text!r}"))
         return holder
-    if not private and _static(holder, parts) is not _ABSENT:
+    if not private and _static(holder, parts) is not ABSENT:
         raise HyperparameterError(
             f"Hyperparameter {text!r} is a Python value (or an array the hooks only read), "
             "compiled into the training step as a constant; setting it would not change "
@@ -403,7 +394,7 @@ def get_hyper(holder: Any, name: HyperName) -> Any:
     if _hook_optimizer(holder) is not None:
         return _nnx_get(holder, parts)
     state, parts = _holder(_optax_state(holder), name)
-    return _unwrap(_lookup(state.tree, parts))
+    return _unwrap(lookup(state.tree, parts))
 
 
 def set_hyper(holder: Any, name: HyperName, value: Any) -> Any:
@@ -444,7 +435,7 @@ def set_hyper(holder: Any, name: HyperName, value: Any) -> Any:
     path = _path_of(found.layout, parts)
     _require_hyper(found.layout, path, ".".join(map(str, parts)))
     check_assignment(found.layout, path, value, where)
-    current = _lookup(found.tree, parts)
+    current = lookup(found.tree, parts)
     if isinstance(current, nnx.Variable):  # nnx.Optimizer's state: in place
         current.set_value(cast_like(value, current.get_value(), where))
         return holder

@@ -366,9 +366,9 @@ class LiveView:
         if name.startswith("__"):
             raise AttributeError(name)
         path = (*self._prefix, (ATTR, name))
-        node = vars(self._node).get(name, _engine._ABSENT)
+        node = vars(self._node).get(name, _engine.ABSENT)
         value = _resolve(self._owner, node, path, self._slots(), self._statics())
-        if value is _engine._ABSENT:
+        if value is _engine.ABSENT:
             raise AttributeError(
                 f"{format_path(self._prefix)} ({type(self._node).__name__}) has no attribute "
                 f"{name!r}."
@@ -448,7 +448,7 @@ def _resolve(
         fields = [
             _resolve(
                 owner,
-                getattr(node, f, _engine._ABSENT),
+                getattr(node, f, _engine.ABSENT),
                 (*path, (FIELD, f)),
                 slots,
                 statics,
@@ -460,18 +460,18 @@ def _resolve(
         steps.update(dict.fromkeys((ITEM, k) for k in node))
     elif isinstance(node, (list, tuple)):
         steps.update(dict.fromkeys((INDEX, i) for i in range(len(node))))
-    elif node is not _engine._ABSENT and not steps:
+    elif node is not _engine.ABSENT and not steps:
         return node  # a static value (float, callable, ...)
     if not steps:
         return node
     children = {}
     for step in steps:
         if isinstance(node, dict):
-            child = node.get(step[1], _engine._ABSENT)
+            child = node.get(step[1], _engine.ABSENT)
         elif isinstance(node, (list, tuple)) and step[0] == INDEX and step[1] < len(node):
             child = node[step[1]]
         else:
-            child = _engine._ABSENT
+            child = _engine.ABSENT
         children[step[1]] = _resolve(owner, child, (*path, step), slots, statics)
     where = format_path(path, root="optimizer.opt")
     if isinstance(node, (list, tuple)) or (steps and next(iter(steps))[0] == INDEX):
@@ -558,14 +558,14 @@ def _find(tree: Any, key: tuple[Any, ...]) -> Any:
     node = tree
     for part in key:
         if not isinstance(node, dict):
-            return _engine._ABSENT
+            return _engine.ABSENT
         # orbax-checkpoint saves integer keys (layer indices) as strings.
         if part in node:
             node = node[part]
         elif str(part) in node:
             node = node[str(part)]
         else:
-            return _engine._ABSENT
+            return _engine.ABSENT
     return node
 
 
@@ -614,7 +614,7 @@ def load_state_dict(obj: Any, tree: dict[Any, Any]) -> Any:
     missing = []
     for key, old in leaves:
         new = _find(tree, key)
-        if new is _engine._ABSENT or isinstance(new, dict):
+        if new is _engine.ABSENT or isinstance(new, dict):
             missing.append("/".join(map(str, key)))
             continue
         dtype = getattr(new, "dtype", None) or np.asarray(new).dtype

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import functools
 import inspect
 import weakref
@@ -23,12 +22,6 @@ from flr_nnx._errors import (
 
 Key = tuple[str | int, ...]
 """A parameter's key: its path in the parameter tree, e.g. ``('layers', 0, 'kernel')``."""
-
-# Set by the engine while it discovers state at ``init``: a callback told about
-# every attribute an optimizer sets for the first time.
-_ON_NEW_ATTRIBUTE: contextvars.ContextVar[Callable[[Any, str, Any], Any] | None] = (
-    contextvars.ContextVar("flr_nnx_on_new_attribute", default=None)
-)
 
 
 class Optimizer:
@@ -95,11 +88,11 @@ class Optimizer:
             cls.__init__ = _check_arguments(init)  # type: ignore[method-assign]
 
     def __setattr__(self, name: str, value: Any) -> None:
-        callback = _ON_NEW_ATTRIBUTE.get()
+        run = RUN.get()  # the engine's run context: set while init discovers the state
         # Every assignment is reported, not only new names: an attribute that starts as
         # None in __init__ and becomes an array in a hook also starts from its first value.
-        if callback is not None:
-            value = callback(self, name, value)
+        if run is not None:
+            value = run.on_new_attribute(self, name, value)
         object.__setattr__(self, name, value)
 
     def __getattr__(self, name: str) -> Any:
@@ -471,3 +464,8 @@ def _short(value: Any) -> str:
     if isinstance(value, dict) and len(value) > 3:
         return f"{{...{len(value)} entries}}"
     return repr(value)
+
+
+# Last, because the engine builds on this module: whichever of the two is imported
+# first, the engine finds `Optimizer`, `call` and `Key` defined here.
+from flr_nnx._engine import RUN  # noqa: E402

@@ -1,14 +1,19 @@
-"""Parameter trees as flat dicts keyed by path tuples, shared by both bridges."""
+"""The nested-dict toolkit: trees as flat dicts keyed by path tuples, and back.
+
+Shared by the engine (the nested state), both bridges (parameter trees) and
+the helpers. A *key path* is a tuple of parts (dict keys, list indices,
+attribute names): ``('layers', 0, 'kernel')``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from flr_nnx._errors import ArgumentError, StructureError
+from flr_nnx._errors import ArgumentError, StateError, StructureError
 from flr_nnx._optimizer import Key
 
 
@@ -29,6 +34,66 @@ def key_of(path: tuple[Any, ...]) -> Key:
     if path and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name == "value":
         path = path[:-1]
     return tuple(_part(entry) for entry in path)
+
+
+def group_by_head(flat: Mapping[tuple[Any, ...], Any]) -> dict[Any, dict[tuple[Any, ...], Any]]:
+    """Splits a flat dict by the first part of each key path: ``{head: {rest: value}}``."""
+    grouped: dict[Any, dict[tuple[Any, ...], Any]] = {}
+    for path, value in flat.items():
+        grouped.setdefault(path[0], {})[path[1:]] = value
+    return grouped
+
+
+def nest(
+    paths: Sequence[tuple[Any, ...]],
+    leaves: Sequence[Any],
+    name_of: Callable[[int], str] | None = None,
+) -> dict[Any, Any]:
+    """A nested dict with ``leaves[n]`` at key path ``paths[n]``.
+
+    Raises:
+        StateError: if a leaf lands where another leaf (or a dict of them)
+            already is; ``name_of(n)`` names the ``n``-th leaf in the message.
+    """
+    tree: dict[Any, Any] = {}
+    for n, (parts, leaf) in enumerate(zip(paths, leaves, strict=True)):
+        node = tree
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            existing = node.get(part)
+            if existing is not None and (last or not isinstance(existing, dict)):
+                where = name_of(n) if name_of else "/".join(map(str, parts))
+                raise StateError(
+                    f"State {where} lands on {'/'.join(map(str, parts[: depth + 1]))} in the "
+                    "nested state, where other state already is. Fix: give the attributes or "
+                    "dict keys distinct names."
+                )
+            if last:
+                node[part] = leaf
+            else:
+                node = node.setdefault(part, {})
+    return tree
+
+
+def unnest(paths: Sequence[tuple[Any, ...]], tree: Mapping[Any, Any]) -> list[Any]:
+    """The leaves at ``paths`` of a nested dict, in that order (the inverse of :func:`nest`)."""
+    leaves = []
+    for parts in paths:
+        node: Any = tree
+        for part in parts:
+            node = node[part]
+        leaves.append(node)
+    return leaves
+
+
+def lookup(tree: Any, parts: tuple[Any, ...], default: Any = None) -> Any:
+    """The value at key path ``parts`` of a nested dict, or ``default`` where there is none."""
+    node = tree
+    for part in parts:
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
 
 
 def is_concrete(value: Any) -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from flr_nnx._engine import is_elementwise
+from flr_nnx._engine import is_elementwise, transient_values
 from flr_nnx._errors import HookError, HyperparameterError, describe
 from flr_nnx._optimizer import Key, Optimizer, call, keyed_like
 
@@ -133,10 +133,11 @@ class Packed(Optimizer):
         # vector loop, where its vectorised `pow` rounds differently (1 ulp) from the
         # once-per-step scalar of the per-leaf program. As an output it is computed
         # once, and Packed stays bit-identical to the per-leaf path.
+        # (See "Per-step values" in docs/implementing_optimizers.rst.)
         self._per_step_scalars = {
             name: value
-            for name in type(self.inner).transient
-            if isinstance(value := vars(self.inner).get(name), jax.Array)
+            for name, value in transient_values(self.inner).items()
+            if isinstance(value, jax.Array)
         }
         if not isinstance(updates, Mapping):
             raise HookError(

@@ -20,54 +20,8 @@ import jax.numpy as jnp
 import optax
 
 from flr_nnx import _engine
-from flr_nnx._engine import ATTR, FIELD, INDEX, ITEM, NODE, Path
 from flr_nnx._errors import HyperparameterError
 from flr_nnx._optimizer import Key, Optimizer, call
-
-
-def _keep_unless(flag: jax.Array, node: Any, old: Mapping[Path, Any], path: Path = ()) -> Any:
-    """In place: every array of ``node`` present in ``old`` becomes ``where(flag, new, old)``.
-
-    Containers are updated in place (so the engine's records of where state was
-    created stay valid); immutable ones (tuples, pytrees) are rebuilt.
-    Arrays not in ``old`` (state created by this very call, at init) are kept.
-    """
-    if _engine.is_array(node):
-        prev = old.get(path)
-        if prev is None or node is prev:  # an array the hooks only read stays a constant
-            return node
-        return jnp.where(flag, node, prev).astype(prev.dtype)
-    if isinstance(node, Optimizer):
-        for name, child in list(vars(node).items()):
-            new = _keep_unless(flag, child, old, (*path, (ATTR, name)))
-            if new is not child:
-                object.__setattr__(node, name, new)
-        return node
-    if isinstance(node, dict):
-        for key, child in list(node.items()):
-            new = _keep_unless(flag, child, old, (*path, (ITEM, key)))
-            if new is not child:
-                dict.__setitem__(node, key, new)
-        return node
-    if isinstance(node, list):
-        for i, child in enumerate(node):
-            node[i] = _keep_unless(flag, child, old, (*path, (INDEX, i)))
-        return node
-    if isinstance(node, tuple):
-        named = hasattr(type(node), "_fields")
-        steps = (
-            [(FIELD, f) for f in node._fields] if named else [(INDEX, i) for i in range(len(node))]
-        )
-        items = [_keep_unless(flag, c, old, (*path, s)) for s, c in zip(steps, node, strict=True)]
-        if all(a is b for a, b in zip(items, node, strict=True)):
-            return node
-        return type(node)._make(items) if named else type(node)(items)
-    children = _engine._pytree_children(node)
-    if children is None:
-        return node
-    leaves, treedef = children
-    new_leaves = [_keep_unless(flag, c, old, (*path, (NODE, i))) for i, c in enumerate(leaves)]
-    return treedef.unflatten(new_leaves)
 
 
 def _run_and_keep_unless(
@@ -78,9 +32,21 @@ def _run_and_keep_unless(
     params: Any,
     extra: Mapping[str, Any],
 ) -> dict[Key, Any]:
+    """Runs ``inner``; its state keeps the new values only where ``flag`` is true.
+
+    Every array of ``inner`` the call assigned becomes ``where(flag, new, old)``,
+    in place (so the engine's records of where state was created stay valid).
+    Arrays the hooks only read stay constants; state created by this very call
+    (at init) is kept.
+    """
     before = _engine.walk(inner).arrays
     updates = call(inner, loss=loss, grads=grads, params=params, **extra)
-    _keep_unless(flag, inner, before)
+    kept = {
+        path: jnp.where(flag, new, before[path]).astype(before[path].dtype)
+        for path, new in _engine.walk(inner).arrays.items()
+        if path in before and new is not before[path]
+    }
+    _engine.put(inner, kept)
     return updates
 
 

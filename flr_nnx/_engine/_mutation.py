@@ -216,7 +216,7 @@ class MutationGuard:
 
     Args:
         places: ``(where, value, holder, name)`` for every place the engine
-            neither copies nor reads back (see ``_engine.Root``): an object of
+            neither copies nor reads back (see ``flr_nnx._engine._leaks.Root``): an object of
             the optimizer tree (``holder`` None: its contents are watched), or a
             binding whose rebinding is watched too: a class attribute
             (``holder`` the class), a global (the globals dict), a closure
