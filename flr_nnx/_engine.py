@@ -674,7 +674,12 @@ def _check_statics(before: Mapping[Path, Any], after: Mapping[Path, Any], where:
             )
 
 
-def _discovery(opt: Optimizer, keys: tuple[Key, ...], found: dict[str, Any]) -> Any:
+def _discovery(
+    opt: Optimizer,
+    keys: tuple[Key, ...],
+    found: dict[str, Any],
+    given: Mapping[str, Any] | None = None,
+) -> Any:
     """The function :func:`init` traces: one step that records first values.
 
     Tracing it fills ``found`` with the state's paths, the static values and
@@ -696,7 +701,7 @@ def _discovery(opt: Optimizer, keys: tuple[Key, ...], found: dict[str, Any]) -> 
             grads = {k: jnp.zeros_like(v) for k, v in flat.items()}
             loss = jnp.zeros((), jnp.float32)
             # optax's extra arguments are not known at init: stand-ins of their form.
-            extra = {"grad": dict(grads), "value_fn": lambda _: loss}
+            extra = {"grad": dict(grads), "value_fn": lambda _: loss, **(given or {})}
             try:
                 updates = _call_hooks(work, loss, grads, flat, extra)
                 _check_leaks(opt, known_tracers, work, "init")
@@ -822,7 +827,10 @@ def is_elementwise(opt: Any) -> bool:
 
 
 def init(
-    opt: Optimizer, params: Mapping[Key, Any], shardings: Mapping[Key, Any] | None = None
+    opt: Optimizer,
+    params: Mapping[Key, Any],
+    shardings: Mapping[Key, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> HookState:
     """Discovers an optimizer's state on ``params`` and returns its initial value.
 
@@ -845,6 +853,8 @@ def init(
             by a parameter and of its shape is created with it; other state is
             left to XLA). Default: the parameters' own shardings when they are
             spread over several devices.
+        extra: extra arguments known at init (the NNX bridge's Variables), passed
+            to the hooks with the stand-ins of optax's.
 
     Returns:
         The initial :class:`HookState`.
@@ -853,12 +863,12 @@ def init(
     check_transient(opt)
     if shardings is None:
         shardings = _spread_shardings(params)
-    grouped = _init_grouped(opt, params, shardings) if is_elementwise(opt) else None
+    grouped = _init_grouped(opt, params, shardings, extra) if is_elementwise(opt) else None
     if grouped is not None:
         paths, initial, statics, containers, hypers = grouped
     else:
         found: dict[str, Any] = {}
-        discover = _discovery(opt, keys, found)
+        discover = _discovery(opt, keys, found, extra)
         values = list(params.values())
         closed = jax.jit(discover).trace(values).jaxpr
         flat = jax.tree.leaves(values)
@@ -946,7 +956,10 @@ class _NotUniform(Exception):
 
 
 def _init_grouped(
-    opt: Optimizer, params: Mapping[Key, Any], shardings: Mapping[Key, Any]
+    opt: Optimizer,
+    params: Mapping[Key, Any],
+    shardings: Mapping[Key, Any],
+    extra: Mapping[str, Any] | None = None,
 ) -> tuple[tuple[Path, ...], list[Any], tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]] | None:
     """Discovery on one parameter per shape and dtype, or None where it cannot apply.
 
@@ -981,7 +994,7 @@ def _init_grouped(
             return None  # state the user created per parameter cannot be repeated
     found: dict[str, Any] = {}
     reps = tuple(members)
-    traced = jax.jit(_discovery(opt, reps, found)).trace([params[k] for k in reps])
+    traced = jax.jit(_discovery(opt, reps, found, extra)).trace([params[k] for k in reps])
     if len(traced.jaxpr.jaxpr.invars) != len(reps) or any(_input_dependent(traced.jaxpr)):
         return None  # initial values depend on the parameters or on an enclosing jit
     # State a hook creates outside a parameter's entry (a count of all elements, a
