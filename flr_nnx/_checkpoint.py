@@ -17,6 +17,7 @@ from flr_nnx import _engine
 from flr_nnx._errors import StructureError, describe
 from flr_nnx._tree import flatten, is_concrete
 
+
 def state_dict(obj: Any) -> dict[Any, Any]:
     """The state of a model, an optimizer or an optax state as a nested dict of arrays.
 

@@ -19,14 +19,19 @@ from flr_nnx._optimizer import Optimizer
 from flr_nnx._tree import is_concrete
 
 
-class _LiveView:
+class LiveView:
     """A live view of the hook optimizer at ``prefix`` whose state lives in ``owner``.
 
-    Attribute reads return the current state (array attributes, dicts of
-    per-parameter state as read-only dicts) or the optimizer's Python values;
-    assigning an array attribute updates the state. Lists and dicts read
-    through the view are snapshots whose items refuse assignment
-    (:class:`~flr_nnx.HyperparameterError`).
+    Reading an attribute gives its current value: state arrays (including
+    hyperparameters made live with :func:`flr_nnx.hyper`) are read from their
+    Variables, Python values from the optimizer. Assigning a live
+    hyperparameter (``optimizer.opt.learning_rate = 1e-4``) sets its Variable
+    (cast to its dtype), so it takes effect at the next step without a
+    recompile; assigning a Python value is a :class:`~flr_nnx.HyperparameterError`.
+    Nested optimizers are views too (``optimizer.opt.links[1].learning_rate``).
+    Lists and dicts read through the view are snapshots whose items refuse
+    assignment. A schedule reads as the schedule; ``flr.get_hyper(optimizer,
+    "learning_rate")`` gives the value the next step uses.
     """
 
     def __init__(self, owner: Any, prefix: _engine.Path):
@@ -43,8 +48,11 @@ class _LiveView:
         values = {path: slot.get_value() for path, slot in self._slots().items()}
         values.update(layout.statics)
         node = _engine.rebuild(self._owner._template, values, kinds=dict(layout.containers))
-        for kind, name in self._prefix:
-            node = vars(node)[name] if kind == ATTR else getattr(node, name) if kind == FIELD else node[name]
+        for kind, name in self._prefix:  # the steps `_show` takes to an optimizer
+            if kind == ATTR:
+                node = vars(node)[name]
+            else:
+                node = getattr(node, name) if kind == FIELD else node[name]
         return node
 
     def __getattr__(self, name: str) -> Any:
@@ -60,10 +68,11 @@ class _LiveView:
     def _show(self, value: Any, path: _engine.Path) -> Any:
         """What a read shows: views of optimizers, snapshots of containers."""
         if isinstance(value, Optimizer):
-            return _LiveView(self._owner, path)
+            return LiveView(self._owner, path)
         if isinstance(value, tuple) and hasattr(value, "_fields"):
             # A namedtuple (optax's states): itself, immutable, with its field names.
-            return value._make(self._show(getattr(value, f), (*path, (FIELD, f))) for f in value._fields)
+            fields = value._fields
+            return value._make(self._show(getattr(value, f), (*path, (FIELD, f))) for f in fields)
         where = format_path(path, root="optimizer.opt")
         if isinstance(value, dict):
             items = {k: self._show(v, (*path, (ITEM, k))) for k, v in value.items()}
@@ -103,7 +112,9 @@ class _LiveView:
     def __repr__(self) -> str:
         node = self._node()
         fields = ", ".join(
-            f"{name}={_short(getattr(self, name))}" for name in sorted(vars(node)) if not name.startswith("_")
+            f"{name}={_short(getattr(self, name))}"
+            for name in sorted(vars(node))
+            if not name.startswith("_")
         )
         return f"{type(node).__name__}({fields})"
 

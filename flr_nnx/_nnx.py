@@ -1,10 +1,8 @@
 """The Flax NNX bridge: a drop-in for ``nnx.Optimizer`` that runs a hook optimizer.
 
-It runs the same pure path as :func:`~flr_nnx.as_optax` (``init_state``,
-``step_state``, ``optax_updates``) and adds what a Flax user expects of the
-optimizer object: state in Variables carrying the parameters' metadata and
-sharding, ``loss=``, the model's Variables for filters by Variable type, and
-:attr:`NNXOptimizer.opt`.
+It runs the pure path of :func:`~flr_nnx.as_optax` and adds state in Variables with
+the parameters' metadata and sharding, ``loss=``, the model's Variables as the extra
+argument ``nnx_variables``, and the live view :attr:`NNXOptimizer.opt`.
 """
 
 from __future__ import annotations
@@ -18,13 +16,18 @@ from flax import nnx
 from flax.nnx import filterlib
 
 from flr_nnx import _engine
-from flr_nnx._bridges import check_hook_optimizer, is_optax
+from flr_nnx._bridges import is_optax
 from flr_nnx._errors import ArgumentError, BridgeError, Missing
-from flr_nnx._live_view import _LiveView
-from flr_nnx._nnx_sharding import keep_sharding, slot_metadata, state_sharding
-from flr_nnx._optax import as_optax, init_state, optax_updates, step_state
-from flr_nnx._optimizer import Key, Optimizer
-from flr_nnx._tree import is_float
+from flr_nnx._live_view import LiveView
+from flr_nnx._nnx_variables import Variables, keep_sharding, slots, state_shardings
+from flr_nnx._optax import (
+    hook_template,
+    init_state,
+    optax_updates,
+    step_state,
+    transformation,
+)
+from flr_nnx._optimizer import Optimizer
 
 M = TypeVar("M")
 
@@ -32,39 +35,9 @@ _NO_LOSS = "pass it to the update: `optimizer.update(model, grads, loss=loss)`."
 _MISSING: Any = object()  # an argument that was not passed (None is a valid value)
 
 
-class OptimizerSlot(nnx.OptState):
-    """One array of a hook optimizer's state, held in an NNX Variable.
-
-    State keyed by a parameter (and of its shape) carries that parameter's
-    metadata, such as its sharding (``optimizer_sharding`` when annotated), as
-    ``nnx.Optimizer`` does for optax state.
-    """
-
-
-@jax.tree_util.register_static
-class Variables:
-    """The model's Variables by parameter key: the extra argument ``nnx_variables``.
-
-    What a filter by Variable type (``Partition``'s) reads. Not a ``Mapping``, so
-    that it passes unchanged where extra arguments keyed by parameter are cut to
-    a group or packed; and a pytree without leaves, so that optax code mapping
-    over extra arguments leaves it alone.
-    """
-
-    def __init__(self, by_key: dict[Key, nnx.Variable]):
-        self._by_key = by_key
-
-    def get(self, key: Key, default: Any = None) -> Any:
-        """The Variable of parameter ``key``, or ``default``."""
-        return self._by_key.get(key, default)
-
-
 class _Hook:
-    """The hook optimizer's copy and its state layout: one static attribute.
-
-    Held as one opaque leaf, so that NNX's checks of attribute values do not
-    walk the layout's tuples at every construction.
-    """
+    """The hook optimizer's copy and its state layout, held as one opaque leaf: NNX checks
+    every attribute's leaves when it is set, and the layout's tuples are thousands."""
 
     def __init__(self, template: Optimizer, layout: _engine.Layout):
         self.template, self.layout = template, layout
@@ -73,20 +46,12 @@ class _Hook:
 class NNXOptimizer(nnx.Optimizer[M]):
     """Trains an NNX model with a hook optimizer; a drop-in for ``nnx.Optimizer``.
 
-    The hook optimizer's state lives in :class:`OptimizerSlot` Variables in
-    ``self.opt_state``, a nested dict mirroring the optimizer's attributes with
-    the model's parameter paths spliced in (``opt_state['m']['layers'][0]['kernel']``),
-    so ``nnx.state``, ``nnx.split``/``nnx.merge``, ``nnx.jit`` and checkpointing
-    see ordinary Variables.
-
-    State keyed by a parameter (and of its shape) is created with the
-    parameter's sharding, or with its ``optimizer_sharding`` annotation, and
-    steps under ``jax.set_mesh`` keep annotated shardings. :attr:`opt` is a live
-    view of the hook optimizer (read state, assign live hyperparameters made
-    with :func:`flr_nnx.hyper`). :attr:`step` counts every call of
-    :meth:`update`, including the mini-steps of
-    :class:`~flr_nnx.compose.MultiSteps` and the steps that
-    :class:`~flr_nnx.compose.SkipNonFinite` skips.
+    The state lives in :class:`OptimizerSlot` Variables in ``opt_state``, a
+    nested dict of the optimizer's attributes with the parameter paths spliced
+    in (``opt_state['m']['layers'][0]['kernel']``). State keyed by a parameter
+    has its sharding (or ``optimizer_sharding``). :attr:`opt` is a live view of
+    the hook optimizer. :attr:`step` counts every :meth:`update` (mini-steps of
+    :class:`~flr_nnx.compose.MultiSteps` and skipped steps included).
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -118,13 +83,9 @@ class NNXOptimizer(nnx.Optimizer[M]):
 
         Args:
             model: an NNX module.
-            opt: a hook optimizer (:class:`flr_nnx.optim.Optimizer`); it is copied,
-                and training never changes it. An optax transformation is
-                accepted too, and then everything is exactly what
-                ``nnx.Optimizer(model, opt, wrt=wrt, graph=graph)`` does: the same
-                ``opt_state`` (structure, Variable types, values), the same
-                updates, ``update``'s keyword arguments passed on to
-                ``opt.update``.
+            opt: a hook optimizer (:class:`flr_nnx.optim.Optimizer`; copied, never
+                changed), or an optax transformation: then everything is exactly
+                what ``nnx.Optimizer(model, opt, wrt=wrt, graph=graph)`` does.
             wrt: which Variables to optimize, as in ``nnx.Optimizer`` (e.g.
                 ``nnx.Param``). Only float arrays are optimized. Required, as in
                 ``nnx.Optimizer``.
@@ -147,29 +108,17 @@ class NNXOptimizer(nnx.Optimizer[M]):
             nnx.Optimizer.__init__(self, model, opt, wrt=wrt, graph=graph)
             self._hook = None
             return
-        check_hook_optimizer(opt, "flr.NNXOptimizer")
+        template = hook_template(opt, "flr.NNXOptimizer")
         self.graph = graph
         self.wrt = wrt
         self.step = nnx.OptState(jnp.array(0, dtype=jnp.uint32))
-        self.tx = as_optax(opt)
-        template = _engine.rebuild(opt, {})
+        self.tx = transformation(template)
         variables = nnx.state(model, wrt, graph=graph)
         by_key = {tuple(path): var for path, var in nnx.to_flat_state(variables)}
-        shardings = {}
-        for key, var in by_key.items():
-            if isinstance(var, nnx.Variable) and is_float(var.get_value()):
-                sharding = state_sharding(key, var)
-                if sharding is not None:
-                    shardings[key] = sharding
         extra = {"nnx_variables": Variables(by_key)}
-        state = init_state(template, nnx.as_pure(variables), shardings, extra)
-        slots = []
-        for value, owner in zip(state.leaves(), state.layout.param_of, strict=True):
-            var = by_key.get(state.layout.param_keys[owner]) if owner >= 0 else None
-            same = isinstance(var, nnx.Variable) and var.get_value().shape == value.shape
-            slots.append(OptimizerSlot(value, **(slot_metadata(var, value) if same else {})))
+        state = init_state(template, nnx.as_pure(variables), state_shardings(by_key), extra)
         self._hook = _Hook(template, state.layout)
-        self.opt_state = nnx.data(_engine.nest(state.layout.mirror, slots))
+        self.opt_state = nnx.data(_engine.nest(state.layout.mirror, slots(state, by_key)))
 
     @property
     def layout(self) -> _engine.Layout | None:
@@ -182,13 +131,10 @@ class NNXOptimizer(nnx.Optimizer[M]):
 
     @property
     def hook_optimizer(self) -> Any:
-        """The hook optimizer: the same live view as :attr:`opt`.
+        """The live view :attr:`opt`, or ``None`` when this runs an optax transformation.
 
-        Not the object itself: an assignment to it between steps would take
-        effect eagerly and be silently ignored under ``nnx.jit``. Through the
-        view, a live hyperparameter (:func:`flr_nnx.hyper`) is set in the state
-        and a Python value is a :class:`~flr_nnx.HyperparameterError`. ``None``
-        when this optimizer runs an optax transformation.
+        Not the object itself: an assignment to it would take effect eagerly and
+        be silently ignored under ``nnx.jit``.
         """
         return None if self._template is None else self.opt
 
@@ -196,20 +142,13 @@ class NNXOptimizer(nnx.Optimizer[M]):
     def opt(self) -> Any:
         """The hook optimizer, as a live view of this optimizer's state.
 
-        Reading an attribute gives its current value: state arrays (including
-        hyperparameters made live with :func:`flr_nnx.hyper`) are read from
-        their Variables, Python values from the optimizer. Assigning a live
-        hyperparameter (``optimizer.opt.learning_rate = 1e-4``) sets its Variable
-        (cast to its dtype), so it takes effect at the next step without a
-        recompile. Nested optimizers are views too
-        (``optimizer.opt.links[1].learning_rate``). A schedule reads as the
-        schedule; ``flr.get_hyper(optimizer, "learning_rate")`` gives the value
-        the next step uses.
+        Reads give current values (state from its Variables, Python values from
+        the optimizer); assigning a live hyperparameter (:func:`flr_nnx.hyper`),
+        e.g. ``optimizer.opt.learning_rate = 1e-4``, sets its Variable, effective
+        at the next step without a recompile. Nested optimizers are views too.
 
         Raises:
-            BridgeError: if this optimizer runs an optax transformation (it has
-                no hook optimizer to view; read ``opt_state``, or use
-                :func:`~flr_nnx.get_hyper`).
+            BridgeError: if this optimizer runs an optax transformation.
         """
         if self._template is None:
             raise BridgeError(
@@ -219,13 +158,7 @@ class NNXOptimizer(nnx.Optimizer[M]):
                 "flr.set_hyper(optimizer, name, ...) for hyperparameters of flr.as_optax "
                 "transformations in it."
             )
-        return _LiveView(self, ())
-
-    def _hook_state(self) -> _engine.HookState:
-        slots = _engine.unnest(self.layout.mirror, self.opt_state)
-        return _engine.HookState(
-            _engine.nest(self.layout.mirror, [slot.get_value() for slot in slots]), self.layout
-        )
+        return LiveView(self, ())
 
     def update(  # type: ignore[override]
         self, model: M, grads: Any = _MISSING, /, *, loss: Any = None, **kwargs: Any
@@ -279,14 +212,14 @@ class NNXOptimizer(nnx.Optimizer[M]):
             for name, value in kwargs.items()
         }
         extra["nnx_variables"] = Variables(by_key)
-        steps, new_state = step_state(
-            self._template, self._hook_state(), grad_arrays, param_arrays, loss, extra
-        )
+        mirror = self.layout.mirror
+        held = _engine.unnest(mirror, self.opt_state)
+        state = _engine.HookState(_engine.nest(mirror, [s.get_value() for s in held]), self.layout)
+        steps, state = step_state(self._template, state, grad_arrays, param_arrays, loss, extra)
         updates = optax_updates(steps, param_arrays)
         new_params = optax.apply_updates(param_arrays, updates)
         nnx.update(model, jax.tree.map(keep_sharding, new_params, variables))
-        slots = _engine.unnest(self.layout.mirror, self.opt_state)
-        for slot, value in zip(slots, new_state.leaves(), strict=True):
+        for slot, value in zip(held, state.leaves(), strict=True):
             slot.set_value(keep_sharding(value, slot))
         self.step[...] += 1
         return updates

@@ -82,9 +82,24 @@ def as_optax(opt: Optimizer, sign: Sign = "update") -> optax.GradientTransformat
             "unchanged, for a chain that ends with optax.scale_by_learning_rate). Fix: pass "
             "one of those."
         )
-    negate = sign == "update"
+    return transformation(hook_template(opt, "flr.as_optax"), negate=sign == "update")
+
+
+def hook_template(opt: Optimizer, where: str) -> Optimizer:
+    """A bridge's private copy of a hook optimizer, which its steps rebuild from.
+
+    Raises:
+        BridgeError: if ``opt`` is not a hook optimizer (``where`` names the bridge).
+    """
+    check_hook_optimizer(opt, where)
     _engine.check_transient(opt)
-    template = _engine.rebuild(opt, {})
+    return _engine.rebuild(opt, {})
+
+
+def transformation(
+    template: Optimizer, negate: bool = True
+) -> optax.GradientTransformationExtraArgs:
+    """The optax transformation that runs ``template`` (see :func:`as_optax`)."""
     layouts: list[_engine.Layout] = []  # the distinct state layouts init has made
 
     def init_fn(params: Any) -> _engine.HookState:
@@ -115,6 +130,7 @@ def as_optax(opt: Optimizer, sign: Sign = "update") -> optax.GradientTransformat
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
+
 # -- the pure path both bridges run -----------------------------------------------------
 
 
@@ -134,7 +150,12 @@ def init_state(
         extra: extra arguments the hooks get at init besides optax's stand-ins.
     """
     keys, leaves, _ = flatten(params)
-    floats = {k: jnp.asarray(v) for k, v in zip(keys, leaves) if is_float(v)}
+    # jnp.asarray costs a dispatch even on a JAX array: only NumPy leaves need it.
+    floats = {
+        k: v if isinstance(v, jax.Array) else jnp.asarray(v)
+        for k, v in zip(keys, leaves)
+        if is_float(v)
+    }
     return _engine.init(template, floats, shardings, extra)
 
 

@@ -276,7 +276,7 @@ def call(hook: Callable[..., Any], /, **kwargs: Any) -> Any:
     names, takes_all = _signature(hook)
     if not takes_all:
         kwargs = {k: v for k, v in kwargs.items() if k in names or k in _CORE}
-    elif not isinstance(hook, Optimizer) and not BY_NAME <= names:
+    elif not isinstance(hook, Optimizer):
         kwargs = {k: v for k, v in kwargs.items() if k not in BY_NAME or k in names}
     return checked_call(hook, **kwargs)
 

@@ -13,6 +13,7 @@ from flax.nnx import filterlib
 from flr_nnx._errors import HookError, HyperparameterError
 from flr_nnx._optimizer import Key, Optimizer, call, restrict
 
+
 def _path_text(key: Key) -> str:
     return "/".join(map(str, key))
 

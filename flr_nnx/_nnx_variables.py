@@ -1,7 +1,9 @@
-"""Where the NNX bridge puts state: its Variables' metadata and shardings."""
+"""The NNX bridge's Variables: the slots of its state, their metadata and sharding, and
+the model's Variables as the hooks see them."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -9,12 +11,41 @@ from flax import nnx
 from flax.core import spmd
 from jax.sharding import NamedSharding, PartitionSpec
 
+from flr_nnx._engine import HookState
 from flr_nnx._errors import StateError
-from flr_nnx._tree import is_concrete
+from flr_nnx._optimizer import Key
+from flr_nnx._tree import is_concrete, is_float
+
+
+class OptimizerSlot(nnx.OptState):
+    """One array of a hook optimizer's state, held in an NNX Variable.
+
+    State keyed by a parameter (and of its shape) carries that parameter's
+    metadata, such as its sharding (``optimizer_sharding`` when annotated), as
+    ``nnx.Optimizer`` does for optax state.
+    """
+
+
+@jax.tree_util.register_static
+class Variables:
+    """The model's Variables by parameter key: the extra argument ``nnx_variables``.
+
+    What a filter by Variable type (``Partition``'s) reads. Not a ``Mapping``, so
+    that it passes unchanged where extra arguments keyed by parameter are cut to
+    a group or packed; and a pytree without leaves, so that optax code mapping
+    over extra arguments leaves it alone.
+    """
+
+    def __init__(self, by_key: dict[Key, nnx.Variable]):
+        self._by_key = by_key
+
+    def get(self, key: Key, default: Any = None) -> Any:
+        """The Variable of parameter ``key``, or ``default``."""
+        return self._by_key.get(key, default)
 
 
 def slot_metadata(param: nnx.Variable, value: Any) -> dict[str, Any]:
-    """The metadata of a state array keyed by ``param`` (and of its shape), as ``nnx.Optimizer``'s."""
+    """The metadata of state keyed by ``param`` and of its shape, as ``nnx.Optimizer`` gives it."""
     metadata = dict(param.get_metadata())
     if "optimizer_sharding" in metadata:
         metadata["out_sharding"] = metadata.pop("optimizer_sharding")
@@ -78,3 +109,25 @@ def state_sharding(key: tuple[Any, ...], param: nnx.Variable) -> Any:
         "is not a NamedSharding array and no mesh is set. Fix: create the optimizer under "
         "`with jax.set_mesh(mesh):`, or annotate with a NamedSharding."
     )
+
+
+def state_shardings(variables: Mapping[Key, Any]) -> dict[Key, Any]:
+    """The sharding of the state of each float parameter, where one is needed."""
+    out = {}
+    for key, var in variables.items():
+        if isinstance(var, nnx.Variable) and is_float(var.get_value()):
+            sharding = state_sharding(key, var)
+            if sharding is not None:
+                out[key] = sharding
+    return out
+
+
+def slots(state: HookState, variables: Mapping[Key, Any]) -> list[OptimizerSlot]:
+    """The state's arrays in Variables, with their parameter's metadata where keyed by one."""
+    out = []
+    layout = state.layout
+    for value, owner in zip(state.leaves(), layout.param_of, strict=True):
+        var = variables.get(layout.param_keys[owner]) if owner >= 0 else None
+        same = isinstance(var, nnx.Variable) and var.get_value().shape == value.shape
+        out.append(OptimizerSlot(value, **(slot_metadata(var, value) if same else {})))
+    return out
