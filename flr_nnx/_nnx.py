@@ -86,9 +86,8 @@ class NNXOptimizer(nnx.Optimizer[M]):
             opt: a hook optimizer (:class:`flr_nnx.optim.Optimizer`; copied, never
                 changed), or an optax transformation: then everything is exactly
                 what ``nnx.Optimizer(model, opt, wrt=wrt, graph=graph)`` does.
-            wrt: which Variables to optimize, as in ``nnx.Optimizer`` (e.g.
-                ``nnx.Param``). Only float arrays are optimized. Required, as in
-                ``nnx.Optimizer``.
+            wrt: which Variables to optimize (required), as in ``nnx.Optimizer``,
+                e.g. ``nnx.Param``. Only float arrays are optimized.
             graph: graph mode (``True``) or tree mode (``False``), as in
                 ``nnx.Optimizer``; ``None`` follows the current NNX setting.
 
@@ -172,12 +171,9 @@ class NNXOptimizer(nnx.Optimizer[M]):
                 ``value=`` keyword is accepted as an alias. With an optax
                 transformation, it is passed on as ``value=`` (unless ``value=``
                 is given), as well as ``loss=``.
-            **kwargs: optax's other extra arguments (``grad=``, ``value_fn=`` of a
-                line search, ...). A hook optimizer gets them as
-                :meth:`~flr_nnx.optim.Optimizer.call_model` describes, ``value_fn``
-                called with the parameters as ``nnx.Optimizer`` passes them to
-                optax (``nnx.as_pure(nnx.state(model, wrt))``); an optax
-                transformation gets them in ``tx.update``, as ``nnx.Optimizer`` does.
+            **kwargs: optax's other extra arguments (``grad=``, ``value_fn=``, ...),
+                as :meth:`~flr_nnx.optim.Optimizer.call_model` describes (an optax
+                transformation gets them in ``tx.update``, as with ``nnx.Optimizer``).
 
         Returns:
             The updates added to the parameters (optax sign), structured like
