@@ -4,6 +4,8 @@ from flr_nnx import compose as compose
 from flr_nnx import helpers as helpers
 from flr_nnx import optim as optim
 from flr_nnx import testing as testing
+from flr_nnx._checkpoint import load_state_dict as load_state_dict
+from flr_nnx._checkpoint import state_dict as state_dict
 from flr_nnx._engine import HookState as HookState
 from flr_nnx._errors import ArgumentError as ArgumentError
 from flr_nnx._errors import BridgeError as BridgeError
@@ -19,11 +21,8 @@ from flr_nnx._errors import TransientReadError as TransientReadError
 from flr_nnx._hyper import get_hyper as get_hyper
 from flr_nnx._hyper import hyper as hyper
 from flr_nnx._hyper import set_hyper as set_hyper
-from flr_nnx._nnx import LiveView as LiveView
 from flr_nnx._nnx import NNXOptimizer as NNXOptimizer
-from flr_nnx._nnx import OptimizerSlot as OptimizerSlot
-from flr_nnx._nnx import load_state_dict as load_state_dict
-from flr_nnx._nnx import state_dict as state_dict
+from flr_nnx._nnx_variables import OptimizerSlot as OptimizerSlot
 from flr_nnx._optax import as_optax as as_optax
 from flr_nnx.compose import from_optax as from_optax
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import jax
@@ -11,7 +12,7 @@ import optax
 from flr_nnx import _engine
 from flr_nnx._bridges import check_hook_optimizer, wrap_like_optax
 from flr_nnx._errors import HyperparameterError, Missing, StructureError, describe
-from flr_nnx._optimizer import Optimizer
+from flr_nnx._optimizer import Key, Optimizer
 from flr_nnx._tree import flatten, hook_extras, is_float
 
 _NO_LOSS = (
@@ -81,18 +82,30 @@ def as_optax(opt: Optimizer, sign: Sign = "update") -> optax.GradientTransformat
             "unchanged, for a chain that ends with optax.scale_by_learning_rate). Fix: pass "
             "one of those."
         )
-    negate = sign == "update"
+    return transformation(hook_template(opt, "flr.as_optax"), negate=sign == "update")
+
+
+def hook_template(opt: Optimizer, where: str) -> Optimizer:
+    """A bridge's private copy of a hook optimizer, which its steps rebuild from.
+
+    Raises:
+        BridgeError: if ``opt`` is not a hook optimizer (``where`` names the bridge).
+    """
+    check_hook_optimizer(opt, where)
     _engine.check_transient(opt)
-    template = _engine.rebuild(opt, {})
+    return _engine.rebuild(opt, {})
+
+
+def transformation(
+    template: Optimizer, negate: bool = True
+) -> optax.GradientTransformationExtraArgs:
+    """The optax transformation that runs ``template`` (see :func:`as_optax`)."""
     layouts: list[_engine.Layout] = []  # the distinct state layouts init has made
 
     def init_fn(params: Any) -> _engine.HookState:
         if isinstance(params, _ParamsPlaceholder):
             return _placeholder_state(template, layouts)
-        keys, leaves, _ = flatten(params)
-        state = _engine.init(
-            template, {k: jnp.asarray(v) for k, v in zip(keys, leaves) if is_float(v)}
-        )
+        state = init_state(template, params)
         if state.layout not in layouts:
             layouts.append(state.layout)
         _RECENT[_fingerprint(template)] = state.layout
@@ -110,32 +123,95 @@ def as_optax(opt: Optimizer, sign: Sign = "update") -> optax.GradientTransformat
                 "this transformation's init returned (or its last update). Fix: pass "
                 "`tx.init(params)`'s result, not the state of another transformation."
             )
-        keys, grads, treedef = flatten(updates)
-        floats = {k: g for k, g in zip(keys, grads) if is_float(g)}
-        if params is None:
-            flat_params: Any = Missing("params", _NO_PARAMS)
-        else:
-            param_keys, param_leaves, _ = flatten(params)
-            flat_params = {k: p for k, p in zip(param_keys, param_leaves) if k in floats}
-            known = set(state.layout.param_keys)  # others: the engine names the mismatch
-            missing = [k for k in floats if k not in flat_params and k in known]
-            if missing:
-                raise StructureError(
-                    f"update got gradients for parameters {missing[:5]} that are not in "
-                    "`params`. Fix: pass the parameters the gradients belong to (the same "
-                    "tree as the gradients)."
-                )
         # `loss=` too: a train step written for NNXOptimizer passes it through nnx.Optimizer.
         loss = extra.pop("value", extra.pop("loss", Missing("loss", _NO_LOSS)))
-        extra = hook_extras(extra, updates, params, floats)
-        steps, state = _engine.step(template, state, floats, flat_params, loss, extra)
-        out = [
-            (-steps[k] if negate else steps[k]) if k in steps else _untouched(g)
-            for k, g in zip(keys, grads)
-        ]
-        return treedef.unflatten(out), state
+        steps, state = step_state(template, state, updates, params, loss, extra)
+        return optax_updates(steps, updates, negate), state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+# -- the pure path both bridges run -----------------------------------------------------
+
+
+def init_state(
+    template: Optimizer,
+    params: Any,
+    shardings: Mapping[Key, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> _engine.HookState:
+    """The initial state of ``template`` for the float leaves of a parameter tree.
+
+    Args:
+        template: the bridge's private copy of the hook optimizer.
+        params: a parameter tree (arrays, or ``nnx.Variable`` leaves).
+        shardings: the sharding of the state of each parameter key (see
+            :func:`flr_nnx._engine.init`).
+        extra: extra arguments the hooks get at init besides optax's stand-ins.
+    """
+    keys, leaves, _ = flatten(params)
+    # jnp.asarray costs a dispatch even on a JAX array: only NumPy leaves need it.
+    floats = {
+        k: v if isinstance(v, jax.Array) else jnp.asarray(v)
+        for k, v in zip(keys, leaves)
+        if is_float(v)
+    }
+    return _engine.init(template, floats, shardings, extra)
+
+
+def step_state(
+    template: Optimizer,
+    state: _engine.HookState,
+    updates: Any,
+    params: Any,
+    loss: Any,
+    extra: Mapping[str, Any],
+) -> tuple[dict[Key, Any], _engine.HookState]:
+    """One step on the float leaves of ``updates``: the hooks' directions and the new state.
+
+    Args:
+        template: the bridge's private copy of the hook optimizer.
+        state: the current state.
+        updates: the gradients, a tree.
+        params: the parameters, a tree like ``updates`` (or ``None``).
+        loss: the loss, or a :class:`~flr_nnx._errors.Missing` naming how to pass it.
+        extra: optax's other extra arguments, as given to ``update``.
+
+    Raises:
+        StructureError: if a gradient's parameter is missing from ``params``.
+    """
+    keys, grads, _ = flatten(updates)
+    floats = {k: g for k, g in zip(keys, grads) if is_float(g)}
+    if params is None:
+        flat_params: Any = Missing("params", _NO_PARAMS)
+    else:
+        param_keys, param_leaves, _ = flatten(params)
+        flat_params = {k: p for k, p in zip(param_keys, param_leaves) if k in floats}
+        known = set(state.layout.param_keys)  # others: the engine names the mismatch
+        missing = [k for k in floats if k not in flat_params and k in known]
+        if missing:
+            raise StructureError(
+                f"update got gradients for parameters {missing[:5]} that are not in "
+                "`params`. Fix: pass the parameters the gradients belong to (the same "
+                "tree as the gradients)."
+            )
+    extra = hook_extras(extra, updates, params, floats)
+    return _engine.step(template, state, floats, flat_params, loss, extra)
+
+
+def optax_updates(steps: Mapping[Key, Any], tree: Any, negate: bool = True) -> Any:
+    """The hooks' directions as a tree like ``tree``, negated to optax's sign if ``negate``.
+
+    Leaves without a direction (not float, or frozen) get zeros (a ``float0``
+    gradient stays itself).
+    """
+    keys, leaves, treedef = flatten(tree)
+    return treedef.unflatten(
+        [
+            (-steps[k] if negate else steps[k]) if k in steps else _untouched(leaf)
+            for k, leaf in zip(keys, leaves)
+        ]
+    )
 
 
 def _untouched(leaf: Any) -> Any:

@@ -238,6 +238,9 @@ def register_check(optimizer: str, name: str, check: Callable[[Any], None]) -> N
 
 _CORE = frozenset({"loss", "grads", "params"})
 _HOOK_ARGUMENTS = _CORE | {"key", "grad", "param"}
+# Extra arguments a bridge adds (not optax's): optimizers get them to pass on, a hook
+# only if it names them, so a hook passing `**kwargs` on to optax never sees them.
+BY_NAME = frozenset({"nnx_variables"})
 
 
 def call(hook: Callable[..., Any], /, **kwargs: Any) -> Any:
@@ -266,6 +269,8 @@ def call(hook: Callable[..., Any], /, **kwargs: Any) -> Any:
     names, takes_all = _signature(hook)
     if not takes_all:
         kwargs = {k: v for k, v in kwargs.items() if k in names or k in _CORE}
+    elif not isinstance(hook, Optimizer):
+        kwargs = {k: v for k, v in kwargs.items() if k not in BY_NAME or k in names}
     return checked_call(hook, **kwargs)
 
 

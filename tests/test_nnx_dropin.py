@@ -261,3 +261,26 @@ def test_as_optax_state_of_plain_arrays_stays_plain():
     state = flr.as_optax(flr.optim.Adam(0.1)).init(params)
     assert not any(isinstance(v, nnx.Variable) for v in variables(state))
     assert state.tree["mu"]["w"].shape == (2, 3)
+
+
+def test_hooks_see_the_models_variables_only_by_name():
+    """NNXOptimizer passes the model's Variables as `nnx_variables` to a hook that names it;
+    a hook taking `**kwargs` (which it may pass on to optax) never sees it."""
+    seen = []
+
+    class Named(flr.optim.Optimizer):
+        def call_model(self, grads, nnx_variables=None, **kwargs):
+            seen.append((type(nnx_variables.get(("kernel",))).__name__, "nnx_variables" in kwargs))
+            return grads
+
+    class Unnamed(flr.optim.Optimizer):
+        def call_model(self, grads, **kwargs):
+            seen.append(("-", "nnx_variables" in kwargs))
+            return grads
+
+    model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
+    for opt in (Named(), Unnamed()):
+        optimizer = flr.NNXOptimizer(model, opt, wrt=nnx.Param)
+        optimizer.update(model, nnx.state(model, nnx.Param))
+    assert seen == [("Param", False)] * 2 + [("-", False)] * 2
+    assert not hasattr(flr, "LiveView")

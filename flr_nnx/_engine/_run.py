@@ -74,8 +74,16 @@ def _owner_name(root: Any, path: Path) -> str:
     return "" if found is None else type(found).__name__
 
 
-def discovery(opt: Optimizer, keys: tuple[Key, ...], found: dict[str, Any]) -> Any:
+def discovery(
+    opt: Optimizer,
+    keys: tuple[Key, ...],
+    found: dict[str, Any],
+    given: Mapping[str, Any] | None = None,
+) -> Any:
     """The function :func:`init` traces: one step that records first values.
+
+    ``given`` are the extra arguments known at init (the NNX bridge's Variables);
+    optax's, not known until a step, get stand-ins of their form.
 
     Tracing it fills ``found`` with the state's paths, the static values and
     the containers the hooks created; it returns the initial value of every
@@ -90,7 +98,7 @@ def discovery(opt: Optimizer, keys: tuple[Key, ...], found: dict[str, Any]) -> A
         grads = {k: jnp.zeros_like(v) for k, v in flat.items()}
         loss = jnp.zeros((), jnp.float32)
         # optax's extra arguments are not known at init: stand-ins of their form.
-        extra = {"grad": dict(grads), "value_fn": lambda _: loss}
+        extra = {"grad": dict(grads), "value_fn": lambda _: loss, **(given or {})}
 
         def run() -> Any:
             token = RUN.set(recorder)
@@ -131,7 +139,10 @@ def discovery(opt: Optimizer, keys: tuple[Key, ...], found: dict[str, Any]) -> A
 
 
 def init(
-    opt: Optimizer, params: Mapping[Key, Any], shardings: Mapping[Key, Any] | None = None
+    opt: Optimizer,
+    params: Mapping[Key, Any],
+    shardings: Mapping[Key, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> HookState:
     """Discovers an optimizer's state on ``params`` and returns its initial value.
 
@@ -154,6 +165,8 @@ def init(
             by a parameter and of its shape is created with it; other state is
             left to XLA). Default: the parameters' own shardings when they are
             spread over several devices.
+        extra: extra arguments known at init (the NNX bridge's Variables), passed
+            to the hooks with the stand-ins of optax's.
 
     Returns:
         The initial :class:`HookState`.
@@ -162,12 +175,17 @@ def init(
     _checks.check_transient(opt)
     if shardings is None:
         shardings = spread_shardings(params)
-    grouped = init_grouped(opt, params, shardings, discovery) if is_elementwise(opt) else None
+    def discover_with_extra(o: Optimizer, k: tuple[Key, ...], f: dict[str, Any]) -> Any:
+        return discovery(o, k, f, extra)
+
+    grouped = (
+        init_grouped(opt, params, shardings, discover_with_extra) if is_elementwise(opt) else None
+    )
     if grouped is not None:
         paths, initial, statics, containers, hypers = grouped
     else:
         found: dict[str, Any] = {}
-        discover = discovery(opt, keys, found)
+        discover = discovery(opt, keys, found, extra)
         values = list(params.values())
         closed = jax.jit(discover).trace(values).jaxpr
         flat = jax.tree.leaves(values)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -14,22 +12,6 @@ from flax.nnx import filterlib
 
 from flr_nnx._errors import HookError, HyperparameterError
 from flr_nnx._optimizer import Key, Optimizer, call, restrict
-
-# The model's Variables by parameter key, set by NNXOptimizer while it runs the
-# engine, so that Variable-type filters can see what a parameter is.
-_VARIABLES: contextvars.ContextVar[Mapping[Key, Any] | None] = contextvars.ContextVar(
-    "flr_nnx_variables", default=None
-)
-
-
-@contextlib.contextmanager
-def variables_context(variables: Mapping[Key, Any]) -> Iterator[None]:
-    """Makes the model's Variables (by parameter key) visible to :class:`Partition`."""
-    token = _VARIABLES.set(variables)
-    try:
-        yield
-    finally:
-        _VARIABLES.reset(token)
 
 
 def _path_text(key: Key) -> str:
@@ -72,7 +54,8 @@ class Partition(Optimizer):
       parameter's path joined by ``/`` (e.g. ``r"bias$"``, ``r"^layers/0/"``);
       note that NNX itself reads a string filter as a tag;
     - a Variable type (e.g. ``nnx.LoRAParam``) or ``nnx.OfType``: needs the
-      model's Variables, so it works under :class:`~flr_nnx.NNXOptimizer` only;
+      model's Variables, which :class:`~flr_nnx.NNXOptimizer` passes as the extra
+      argument ``nnx_variables``, so it works under ``NNXOptimizer`` only;
     - a callable ``f(key, value) -> bool`` (an NNX filter predicate) on the key
       tuple (e.g. ``('layers', 0, 'kernel')``) and the Variable (under
       ``NNXOptimizer``) or the array (under ``as_optax``);
@@ -133,22 +116,26 @@ class Partition(Optimizer):
         self.filters = tuple(filters)
         self.optimizers = [*optimizers, default]
 
-    def labels(self, keys: Sequence[Key], params: Any = None) -> dict[Key, int]:
+    def labels(
+        self, keys: Sequence[Key], params: Any = None, nnx_variables: Any = None
+    ) -> dict[Key, int]:
         """The group index of each key (``len(groups)`` for the default group).
 
         Args:
             keys: parameter keys.
             params: the parameters by key (to show to predicates when the
                 model's Variables are not known), or ``None``.
+            nnx_variables: the model's Variables (``.get(key)``), as
+                :class:`~flr_nnx.NNXOptimizer` passes them, or ``None``.
 
         Returns:
             A dict from key to group index.
         """
-        variables = _VARIABLES.get()
         out = {}
         for key in keys:
-            if variables is not None and key in variables:
-                value = variables[key]
+            variable = None if nnx_variables is None else nnx_variables.get(key)
+            if variable is not None:
+                value = variable
             elif isinstance(params, Mapping):
                 value = params[key]
             else:
@@ -173,9 +160,12 @@ class Partition(Optimizer):
         loss: Any,
         grads: dict[Key, jax.Array],
         params: Mapping[Key, jax.Array],
+        nnx_variables: Any = None,
         **extra: Any,
     ) -> dict[Key, jax.Array]:
-        labels = self.labels(list(grads), params)
+        labels = self.labels(list(grads), params, nnx_variables)
+        if nnx_variables is not None:  # the groups' optimizers get it too
+            extra["nnx_variables"] = nnx_variables
         updates: dict[Key, jax.Array] = {}
         for i, opt in enumerate(self.optimizers):
             if opt is None:
