@@ -68,6 +68,7 @@ def assert_matches(
     bridge: Bridge = "optax",
     wrt: filterlib.Filter = nnx.Param,
     extra_args: Mapping[str, Any] | None = None,
+    jit_each_step: bool = False,
 ) -> MatchReport:
     r"""Runs a hook optimizer and an optax transformation side by side and compares them.
 
@@ -107,6 +108,9 @@ def assert_matches(
         wrt: which Variables of an NNX module are parameters.
         extra_args: more keyword arguments for both sides' ``update`` (e.g.
             ``{"foo": 1}``: optimizers must ignore what they do not know).
+        jit_each_step: instead of one scan, compile each side's update as a
+            program of its own and call it once per step, as a training loop
+            that jits the update alone does (see :func:`run_cases`).
 
     Returns:
         A :class:`MatchReport`: the max deviation per step and whether all
@@ -144,5 +148,5 @@ def assert_matches(
         value_fn=value_fn,
         extra_args=extra_args,
     )
-    hook, ref = run_cases([case], steps).updates[0]
+    hook, ref = run_cases([case], steps, jit_each_step=jit_each_step).updates[0]
     return compare_updates(hook, ref, name=type(opt).__name__, bridge=bridge, rtol=rtol, atol=atol)

@@ -189,7 +189,57 @@ def _signature(tree: Any) -> tuple[Any, list[tuple[tuple[int, ...], Any]]]:
     return treedef, [(tuple(jnp.shape(x)), jnp.result_type(x)) for x in leaves]
 
 
-def run_cases(cases: Sequence[Case], steps: int, *, chunks: int = 1) -> Run:
+def _run_each_step(case: Case, steps: int) -> tuple[Any, Any, int, list[Any]]:
+    """One case with each side's update its own jitted program, called once per step.
+
+    Returns ``(updates, states, traces, signatures)`` as :class:`Run` holds them.
+    """
+    params, hook_inputs, start = _prepare(case)
+    tx = _with_extra_args(case.tx)
+    grads_fn = case.grads_fn
+    if grads_fn is None:
+        grads_fn = default_grads if case.value_fn is None else jax.grad(case.value_fn, 1)
+    updaters: list[Updater] = []
+    traces: list[None] = []
+
+    def init(hook_inputs: Any, params: Any) -> Any:
+        state, update = start(hook_inputs, params)
+        updaters.append(update)  # it closes over static things only, as in run_cases
+        return state
+
+    def extra_of(value: Any) -> dict:
+        extra = dict(case.extra_args or {})
+        return extra if value is None else {**extra, "value": value}
+
+    @jax.jit
+    def hook_update(grads: Any, state: Any, params: Any, value: Any) -> tuple[Any, Any]:
+        traces.append(None)
+        return updaters[0](grads, state, params, extra_of(value))
+
+    @jax.jit
+    def ref_update(grads: Any, state: Any, params: Any, value: Any) -> tuple[Any, Any]:
+        return tx.update(grads, state, params, **extra_of(value))
+
+    grads_at, value_at = jax.jit(grads_fn), jax.jit(case.value_fn or (lambda *_: None))
+    state, ref_state = jax.jit(init)(hook_inputs, params), jax.jit(tx.init)(params)
+    signatures = [_signature((state, ref_state))]
+    hooks, refs = [], []
+    for i in range(steps):
+        grads, value = grads_at(np.int32(i), params), value_at(np.int32(i), params)
+        hook, state = hook_update(grads, state, params, value)
+        ref, ref_state = ref_update(grads, ref_state, params, value)
+        hooks.append(hook)
+        refs.append(ref)
+        params = optax.apply_updates(params, ref)
+    signatures.append(_signature((state, ref_state)))
+    hooks, refs = jax.device_get((hooks, refs))
+    stacked = [jax.tree.map(lambda *xs: np.stack(xs), *side) for side in (hooks, refs)]
+    return (stacked[0], stacked[1]), (state, ref_state), len(traces), signatures
+
+
+def run_cases(
+    cases: Sequence[Case], steps: int, *, chunks: int = 1, jit_each_step: bool = False
+) -> Run:
     """Runs every case for ``steps`` steps under jit, all cases in the same two programs.
 
     :func:`assert_matches` runs one case this way; a test suite that checks many
@@ -205,10 +255,20 @@ def run_cases(cases: Sequence[Case], steps: int, *, chunks: int = 1) -> Run:
         cases: what to run.
         steps: how many steps.
         chunks: in how many calls of the step program (it must divide ``steps``).
+        jit_each_step: compile each side's update as a program of its own, called
+            once per step from Python, as a training loop that jits the update
+            alone does (slower). XLA on CPU fuses and contracts ``a * b + c``
+            depending on the surrounding program, so an optimizer can be
+            bit-identical to its twin in these programs and not in a shared scan.
+            Each case then runs on its own; ``chunks`` is not used.
 
     Returns:
         A :class:`Run`: per case, the updates of both sides and their final states.
     """
+    if jit_each_step:
+        runs = [_run_each_step(case, steps) for case in cases]
+        signatures = [[run[3][n] for run in runs] for n in range(2)]
+        return Run([r[0] for r in runs], [r[1] for r in runs], max(r[2] for r in runs), signatures)
     if steps % chunks:
         raise HyperparameterError(f"{steps} steps do not split into {chunks} equal chunks.")
     groups: dict[tuple[Any, ...], list[int]] = {}
