@@ -184,7 +184,7 @@ def test_where_optax_returns_a_wider_dtype_the_hook_returns_it_rounded(make, twi
     # accumulator makes optax return a float32 update; a hook returns the
     # parameter's dtype. The hook's update is then exactly optax's rounded to
     # bfloat16 (compared from the same parameters at every step): the one place
-    # where part A is not bit-identical, and the reason.
+    # where these optimizers are not bit-identical, and the reason.
     params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), small_params())
     hook_tx, twin_tx = flr.as_optax(make()), twin()
     h_state, r_state = hook_tx.init(params), twin_tx.init(params)
