@@ -12,8 +12,6 @@ import importlib
 import inspect
 import pathlib
 import pkgutil
-import posixpath
-import re
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -55,12 +53,9 @@ napoleon_numpy_docstring = False
 
 
 def _public_modules() -> tuple[str, ...]:
-    """``flr_nnx`` and its submodules whose names do not start with ``_``.
-
-    ``conftest`` is pytest's (it sets up the doctests), not API.
-    """
+    """``flr_nnx`` and its submodules whose names do not start with ``_``."""
     found = [m.name.split(".")[-1] for m in pkgutil.iter_modules(flr_nnx.__path__)]
-    public = sorted(n for n in found if not n.startswith("_") and n != "conftest")
+    public = sorted(n for n in found if not n.startswith("_"))
     return ("flr_nnx", *(f"flr_nnx.{n}" for n in public))
 
 
@@ -144,43 +139,6 @@ def check_public_api(app: Any, env: Any) -> None:
         logging.getLogger("flr_nnx.docs").warning(problem)
 
 
-# Pages other parts of the project contribute. While one does not exist yet, its toctree
-# entry and the links to it are dropped instead of breaking the -W build.
-OPTIONAL_PAGES = ("guides/training_at_scale", "performance", "what_happens_when")
-_DOC_ROLE = re.compile(r":doc:`(?:([^`<]*?)\s*<)?([^`<>]+)>?`")
-
-
-def _missing_optional_pages(srcdir: pathlib.Path) -> list[str]:
-    return [page for page in OPTIONAL_PAGES if not (srcdir / f"{page}.rst").exists()]
-
-
-def drop_missing_pages(app: Any, docname: str, source: list[str]) -> None:
-    missing = set(_missing_optional_pages(pathlib.Path(app.srcdir)))
-    if not missing:
-        return
-
-    def resolve(target: str) -> str:
-        if target.startswith("/"):
-            return target[1:]
-        return posixpath.normpath(posixpath.join(posixpath.dirname(docname), target))
-
-    def unlink(match: re.Match[str]) -> str:
-        title, target = match.group(1), match.group(2).strip()
-        if resolve(target) not in missing:
-            return match.group(0)
-        return f"*{title or posixpath.basename(target).replace('_', ' ')}*"
-
-    text = _DOC_ROLE.sub(unlink, source[0])
-    if docname == "index":
-        text = "\n".join(
-            line
-            for line in text.split("\n")
-            if line.strip() not in missing or not line.startswith(" ")
-        )
-    source[0] = text
-
-
 def setup(app: Any) -> dict[str, Any]:
-    app.connect("source-read", drop_missing_pages)
     app.connect("env-check-consistency", check_public_api)
     return {"parallel_read_safe": True}

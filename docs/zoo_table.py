@@ -102,13 +102,15 @@ def measure(entry) -> tuple[str, str]:
     """
     import test_zoo
 
-    from flr_nnx.testing._assert_matches import _compare
+    import flr_nnx as flr
 
     outputs, _ = test_zoo.run_entry(entry, STEPS)
     cells = []
     for dtype in test_zoo.DTYPES:
         reports = [
-            _compare(entry.make(), *outputs[bridge, dtype, tree], bridge, 0.0, 0.0, check=False)
+            flr.testing.compare_updates(
+                *outputs[bridge, dtype, tree], name=entry.name, bridge=bridge, check=False
+            )
             for bridge in test_zoo.BRIDGES
             for tree in test_zoo.TREES
         ]

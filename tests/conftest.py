@@ -1,10 +1,7 @@
 import pathlib
 import sys
 
-import jax
-
-# Strict JAX settings, as equinox tests do: implicit rank promotion is a bug.
-jax.config.update("jax_numpy_rank_promotion", "raise")
-
+# The examples are importable as modules (the tutorial's Adam, the example scripts);
+# the JAX settings are in the root conftest.py.
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))

@@ -27,7 +27,6 @@ from optax.contrib._muon import orthogonalize_via_newton_schulz
 from zoo import ZOO, Entry
 
 import flr_nnx as flr
-from flr_nnx.testing._assert_matches import _Case, _compare, _run_cases
 
 # RAdam's rectified step starts once rho_t > 5, at step 6: 8 steps reach it.
 STEPS = 8
@@ -132,8 +131,11 @@ def crosscheck(name: str):
     entry = next(e for e in CHECKED if e.name == name)
     tx, model = entry.twin(), ComplexNet()
     value_fn = loss_value if entry.needs_loss else None
-    cases = [_Case(entry.make(), tx, model, bridge, value_fn=value_fn) for bridge in BRIDGES]
-    return dict(zip(BRIDGES, _run_cases(cases, STEPS).outputs, strict=True))
+    cases = [
+        flr.testing.Case(entry.make(), tx, model, bridge=bridge, value_fn=value_fn)
+        for bridge in BRIDGES
+    ]
+    return dict(zip(BRIDGES, flr.testing.run_cases(cases, STEPS).updates, strict=True))
 
 
 @pytest.mark.parametrize("bridge", BRIDGES)
@@ -141,7 +143,7 @@ def crosscheck(name: str):
 def test_complex_matches_twin(entry, bridge):
     hook, ref = crosscheck(entry.name)[bridge]
     rtol = 0.0 if entry.bit_identical else entry.rtol
-    report = _compare(entry.make(), hook, ref, bridge, rtol, 0.0)
+    report = flr.testing.compare_updates(hook, ref, name=entry.name, bridge=bridge, rtol=rtol)
     if rtol == 0.0:
         assert report.bit_identical, report
     else:

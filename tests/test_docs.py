@@ -11,14 +11,12 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import pathlib
 import re
-import subprocess
-import sys
 import textwrap
 
 import pytest
+from _subprocess import python_env, run_python
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -97,10 +95,9 @@ def test_page_code_blocks_run(page, tmp_path, monkeypatch):
 
 
 def test_docs_build_without_warnings(tmp_path):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONWARNINGS="ignore::DeprecationWarning")
-    result = subprocess.run(
+    env = python_env(JAX_PLATFORMS="cpu", PYTHONWARNINGS="ignore::DeprecationWarning")
+    result = run_python(
         [
-            sys.executable,
             "-m",
             "sphinx",
             "-W",
@@ -112,10 +109,7 @@ def test_docs_build_without_warnings(tmp_path):
             str(DOCS),
             str(tmp_path / "html"),
         ],
-        capture_output=True,
-        text=True,
         env=env,
-        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "html" / "api" / "optim.html").exists()

@@ -17,7 +17,6 @@ the reductions are ordered differently and the run differs by float32 rounding).
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import socket
 import subprocess
@@ -25,6 +24,7 @@ import sys
 import time
 
 import numpy as np
+from _subprocess import python_env, start_python
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIRST, SECOND = 4, 4  # steps before and after the checkpoint
@@ -241,18 +241,12 @@ def _free_port() -> int:
 
 def _run_children(commands: list[list[str]], deadline: float, logs: pathlib.Path) -> None:
     """Runs this file with each argument list concurrently; kills them all on a failure."""
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    # ROOT first: the children import this checkout's flr_nnx, as the test process does.
-    env = dict(os.environ, PYTHONPATH=path)
-    env.pop("XLA_FLAGS", None)  # the children set their device count themselves
+    env = python_env(XLA_FLAGS=None)  # the children set their device count themselves
     children = []
     try:
         for i, args in enumerate(commands):
             log = open(logs / f"{args[0]}_{i}.log", "w")  # noqa: SIM115 - closed below
-            command = [sys.executable, __file__, *args]
-            children.append(
-                (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log)
-            )
+            children.append((start_python([__file__, *args], log=log, env=env), log))
         for proc, _ in children:
             proc.wait(timeout=max(deadline - time.monotonic(), 1.0))
             if proc.returncode != 0:

@@ -11,7 +11,6 @@ import pytest
 from optax.contrib import MuonDimensionNumbers
 
 import flr_nnx as flr
-from flr_nnx.testing._assert_matches import _Case, _compare, _run_cases
 
 SHAPES = {"a": (16, 32), "b": (32, 8), "c": (24, 24), "stack": (3, 16, 12), "v": (16,)}
 DIMS = {
@@ -48,8 +47,8 @@ def crosscheck(dtype: str) -> dict[tuple[str, str], tuple]:
         tx = optax.contrib.muon(1e-2, muon_weight_dimension_numbers=DIMS, **kwargs)
         for bridge in BRIDGES:
             keys.append((config, bridge))
-            cases.append(_Case(make(config), tx, params, bridge))
-    return dict(zip(keys, _run_cases(cases, STEPS).outputs, strict=True))
+            cases.append(flr.testing.Case(make(config), tx, params, bridge=bridge))
+    return dict(zip(keys, flr.testing.run_cases(cases, STEPS).updates, strict=True))
 
 
 @pytest.mark.parametrize("bridge", BRIDGES)
@@ -57,7 +56,7 @@ def crosscheck(dtype: str) -> dict[tuple[str, str], tuple]:
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_muon_several_matrices_and_a_stacked_parameter_are_bit_identical(dtype, config, bridge):
     hook, ref = crosscheck(dtype)[config, bridge]
-    report = _compare(make(config), hook, ref, bridge, 0.0, 0.0)
+    report = flr.testing.compare_updates(hook, ref, name="Muon", bridge=bridge)
     assert report.bit_identical, report
     assert report.steps == STEPS
     for key in SHAPES:
@@ -70,4 +69,4 @@ def test_muon_crosscheck_can_fail():
     hook, _ = crosscheck("float32")["nesterov", "optax"]
     _, other = crosscheck("float32")["momentum+decay", "optax"]
     with pytest.raises(flr.testing.MismatchError):
-        _compare(make("nesterov"), hook, other, "optax", 0.0, 0.0)
+        flr.testing.compare_updates(hook, other, name="Muon")

@@ -22,8 +22,6 @@ from __future__ import annotations
 import copy
 import os
 import pathlib
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -31,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _subprocess import python_env, run_python
 from flax import nnx
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -316,14 +315,8 @@ def test_random_float64_trees_under_x64():
         print("x64 ok")
         """
     )
-    env = dict(os.environ, JAX_ENABLE_X64="1", JAX_PLATFORMS="cpu")
-    result = subprocess.run(
-        [sys.executable, "-W", "error", "-c", code],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    env = python_env(JAX_ENABLE_X64="1", JAX_PLATFORMS="cpu")
+    result = run_python(["-W", "error", "-c", code], env=env)
     assert result.returncode == 0 and "x64 ok" in result.stdout, result.stderr[-4000:]
 
 

@@ -311,3 +311,39 @@ def test_optax_multisteps_object_as_twin_gets_the_loss():
         steps=4,
     )
     assert report.max_deviation <= 1e-6
+
+
+# -- many cases in shared programs ---------------------------------------------------
+
+
+def test_run_cases_shares_programs_and_returns_updates_and_states():
+    cases = [
+        flr.testing.Case(flr.optim.Adam(0.1), optax.adam(0.1), PARAMS, bridge=bridge)
+        for bridge in ("optax", "nnx")
+    ]
+    cases.append(flr.testing.Case(flr.optim.Adam(0.1), optax.adam(0.2), PARAMS))
+    run = flr.testing.run_cases(cases, 4, chunks=2)
+    assert run.traces == 1 and run.signatures[0] == run.signatures[1] == run.signatures[2]
+    for (hook, ref), case in zip(run.updates[:2], cases, strict=False):
+        report = flr.testing.compare_updates(hook, ref, name="Adam", bridge=case.bridge)
+        assert report.bit_identical and report.steps == 4
+    with pytest.raises(flr.testing.MismatchError, match="step 0"):
+        flr.testing.compare_updates(*run.updates[2], name="Adam")
+    state, ref_state = run.states[0]
+    assert int(state.tree["count"]) == int(ref_state[0].count) == 4
+
+
+@pytest.mark.parametrize("jit_each_step", [False, True])
+def test_jit_each_step_compares_the_same_way(jit_each_step):
+    report = flr.testing.assert_matches(
+        flr.optim.Adam(0.1), optax.adam(0.1), PARAMS, steps=3, jit_each_step=jit_each_step
+    )
+    assert report.bit_identical and report.steps == 3
+    with pytest.raises(flr.testing.MismatchError, match=r"step 2, parameter \('b',\)"):
+        flr.testing.assert_matches(
+            DriftingSGD(0.1, start=2, drift=1e-3),
+            optax.sgd(0.1),
+            PARAMS,
+            steps=5,
+            jit_each_step=jit_each_step,
+        )

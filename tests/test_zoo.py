@@ -2,7 +2,7 @@
 
 For every entry:
 
-- cross-check with its optax twin (``flr.testing``) for every bridge
+- cross-check with its optax twin (``flr.testing.run_cases``) for every bridge
   (``as_optax``, ``NNXOptimizer``) × dtype (float32, bfloat16) × parameter tree
   (a dict pytree; an NNX model with ``nnx.Conv``, ``nnx.LayerNorm`` and an
   ``nnx.List`` of ``nnx.Linear``): bit-identical where the entry says so, else
@@ -40,7 +40,6 @@ from flax import nnx
 from zoo import ZOO, Entry
 
 import flr_nnx as flr
-from flr_nnx.testing._assert_matches import _Case, _compare, _run_cases
 
 STEPS = 8  # per cross-check: compile time, not steps, is the cost
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -88,29 +87,29 @@ def tolerance(entry: Entry, dtype: str) -> float:
     return 0.0 if entry.bit_identical else entry.rtol
 
 
-def cases_of(entry: Entry) -> list[_Case]:
+def cases_of(entry: Entry) -> list[flr.testing.Case]:
     """The eight combinations, then ``optax.MultiSteps`` of ``as_optax`` against
     MultiSteps of the twin. Both bridges of one dtype and tree share the same twin
     object, hence one optax run."""
     twins = {(dtype, tree): entry.twin() for dtype in DTYPES for tree in TREES}
     value_fn = loss_value if entry.needs_loss else None
     cases = [
-        _Case(
+        flr.testing.Case(
             entry.make(),
             twins[dtype, tree],
             params_of(tree, dtype),
-            bridge,
+            bridge=bridge,
             value_fn=value_fn,
             extra_args=EXTRA,
         )
         for bridge, dtype, tree in COMBOS
     ]
     cases.append(
-        _Case(
+        flr.testing.Case(
             optax.MultiSteps(flr.as_optax(entry.make()), every_k_schedule=2),
             optax.MultiSteps(entry.twin(), every_k_schedule=2),
             params_of("dict", "float32"),
-            "tx",
+            bridge="tx",
             value_fn=value_fn,
             extra_args=EXTRA,
         )
@@ -124,8 +123,8 @@ def run_entry(entry: Entry, steps: int = STEPS):
     The steps run in two calls of one program, so the run also tells whether it
     recompiled and whether any state changed signature.
     """
-    run = _run_cases(cases_of(entry), steps, chunks=2)
-    return dict(zip([*COMBOS, "multisteps"], run.outputs, strict=True)), run
+    run = flr.testing.run_cases(cases_of(entry), steps, chunks=2)
+    return dict(zip([*COMBOS, "multisteps"], run.updates, strict=True)), run
 
 
 @functools.cache
@@ -168,7 +167,7 @@ def test_matches_twin(entry, bridge, dtype, tree, record_property):
         )
     else:
         hook, ref = batch[0][(bridge, dtype, tree)]
-        report = _compare(entry.make(), hook, ref, bridge, rtol, 0.0)
+        report = flr.testing.compare_updates(hook, ref, name=entry.name, bridge=bridge, rtol=rtol)
     record(entry, (bridge, dtype, tree), report)
     record_property("zoo", f"{entry.name} {bridge}/{dtype}/{tree}: {report}")
     if rtol == 0.0:
@@ -295,7 +294,7 @@ def test_multisteps_of_as_optax_matches_multisteps_of_twin(entry):
     # bit-identical entry may round differently by an ulp: per-step tolerance >= 1e-6.
     rtol = max(tolerance(entry, "float32"), 1e-6)
     # Raises flr.testing.MismatchError with the step and key where they part.
-    report = _compare(entry.make(), hook, ref, "optax", rtol, 0.0)
+    report = flr.testing.compare_updates(hook, ref, name=entry.name, rtol=rtol)
     assert report.steps == STEPS and report.max_deviation <= rtol
     # Every other step is a mini-step: the updates are zeros there, not elsewhere.
     assert all(not np.any(leaf[0::2]) for leaf in jax.tree.leaves(ref))

@@ -4,13 +4,7 @@ XLA fixes the device count when JAX starts, so the 8-device run happens in a
 fresh interpreter with ``--xla_force_host_platform_device_count=8``.
 """
 
-import json
-import os
-import pathlib
-import subprocess
-import sys
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from _subprocess import ROOT, python_env, result_of, run_python
 
 SCRIPT = r"""
 import json, sys
@@ -144,19 +138,8 @@ print("RESULT " + json.dumps(out))
 
 
 def test_fsdp_data_parallel_state_follows_parameters_and_matches_one_device():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-    out = json.loads(line[len("RESULT ") :])
+    env = python_env(XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    out = result_of(run_python(["-c", SCRIPT], cwd=ROOT, env=env))
     assert out["devices"] == 8 and out["mesh"] == {"data": 2, "fsdp": 4}
     # Every state array keyed by a parameter: mu and nu of 3 kernels, 3 biases, scale.
     assert len(out["checks"]) == 14

@@ -7,7 +7,6 @@ uninterrupted one for both bridges.
 
 import json
 import pathlib
-import subprocess
 import sys
 
 import jax
@@ -16,6 +15,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pytest
+from _subprocess import result_of, run_python
 from flax import nnx
 
 import flr_nnx as flr
@@ -127,15 +127,7 @@ def test_restore_in_fresh_process_continues_bit_identically(tmp_path):
     params, state = run(model, optimizer, params, state, range(FIRST, FIRST + SECOND))
     expected = final_arrays(model, optimizer, params, state)
 
-    proc = subprocess.run(
-        [sys.executable, __file__, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-    info = json.loads(line[len("RESULT ") :])
+    info = result_of(run_python([__file__, str(tmp_path)]))
     assert info == {"lr": np.float32(5e-3).item(), "hyper": np.float32(2e-2).item()}
     resumed = dict(np.load(tmp_path / "resumed.npz"))
     assert set(resumed) == set(expected)
