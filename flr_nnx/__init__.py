@@ -18,9 +18,9 @@ from flr_nnx._errors import StateError as StateError
 from flr_nnx._errors import StructureError as StructureError
 from flr_nnx._errors import TracerLeakError as TracerLeakError
 from flr_nnx._errors import TransientReadError as TransientReadError
-from flr_nnx._hyper import get_hyper as get_hyper
 from flr_nnx._hyper import hyper as hyper
-from flr_nnx._hyper import set_hyper as set_hyper
+from flr_nnx._hyper_access import get_hyper as get_hyper
+from flr_nnx._hyper_access import set_hyper as set_hyper
 from flr_nnx._nnx import NNXOptimizer as NNXOptimizer
 from flr_nnx._nnx_variables import OptimizerSlot as OptimizerSlot
 from flr_nnx._optax import as_optax as as_optax

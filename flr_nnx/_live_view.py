@@ -13,10 +13,23 @@ import jax
 
 from flr_nnx import _engine
 from flr_nnx._engine import ATTR, FIELD, INDEX, ITEM, format_path
-from flr_nnx._errors import HyperparameterError
+from flr_nnx._errors import BridgeError, HyperparameterError
 from flr_nnx._hyper import cast_like, check_assignment
 from flr_nnx._optimizer import Optimizer
 from flr_nnx._tree import is_concrete
+
+
+def live_view(owner: Any) -> LiveView:
+    """``owner.opt``: the live view of an ``NNXOptimizer``'s hook optimizer."""
+    if owner._template is None:
+        raise BridgeError(
+            "optimizer.opt is the live view of a hook optimizer, but this NNXOptimizer "
+            f"runs an optax transformation ({type(owner.tx).__name__}). Fix: read "
+            "`optimizer.opt_state` as with nnx.Optimizer, or use flr.get_hyper/"
+            "flr.set_hyper(optimizer, name, ...) for hyperparameters of flr.as_optax "
+            "transformations in it."
+        )
+    return LiveView(owner, ())
 
 
 class LiveView:

@@ -1,8 +1,6 @@
-"""The Flax NNX bridge: a drop-in for ``nnx.Optimizer`` that runs a hook optimizer.
-
-It runs the pure path of :func:`~flr_nnx.as_optax` and adds state in Variables with
-the parameters' metadata and sharding, ``loss=``, the model's Variables as the extra
-argument ``nnx_variables``, and the live view :attr:`NNXOptimizer.opt`.
+"""The Flax NNX bridge: a drop-in for ``nnx.Optimizer`` that runs a hook optimizer on
+:func:`~flr_nnx.as_optax`'s pure path, adding state in Variables with the parameters'
+metadata and sharding, ``loss=``, the extra argument ``nnx_variables`` and the live view.
 """
 
 from __future__ import annotations
@@ -17,8 +15,8 @@ from flax.nnx import filterlib
 
 from flr_nnx import _engine
 from flr_nnx._bridges import is_optax
-from flr_nnx._errors import ArgumentError, BridgeError, Missing
-from flr_nnx._live_view import LiveView
+from flr_nnx._errors import ArgumentError, Missing
+from flr_nnx._live_view import live_view
 from flr_nnx._nnx_variables import Variables, keep_sharding, slots, state_shardings
 from flr_nnx._optax import (
     hook_template,
@@ -36,8 +34,8 @@ _MISSING: Any = object()  # an argument that was not passed (None is a valid val
 
 
 class _Hook:
-    """The hook optimizer's copy and its state layout, held as one opaque leaf: NNX checks
-    every attribute's leaves when it is set, and the layout's tuples are thousands."""
+    """The hook optimizer's copy and layout in one opaque leaf: NNX checks every leaf of
+    an attribute when it is set, and a layout's tuples are thousands."""
 
     def __init__(self, template: Optimizer, layout: _engine.Layout):
         self.template, self.layout = template, layout
@@ -46,12 +44,10 @@ class _Hook:
 class NNXOptimizer(nnx.Optimizer[M]):
     """Trains an NNX model with a hook optimizer; a drop-in for ``nnx.Optimizer``.
 
-    The state lives in :class:`OptimizerSlot` Variables in ``opt_state``, a
-    nested dict of the optimizer's attributes with the parameter paths spliced
-    in (``opt_state['m']['layers'][0]['kernel']``). State keyed by a parameter
-    has its sharding (or ``optimizer_sharding``). :attr:`opt` is a live view of
-    the hook optimizer. :attr:`step` counts every :meth:`update` (mini-steps of
-    :class:`~flr_nnx.compose.MultiSteps` and skipped steps included).
+    The state lives in :class:`OptimizerSlot` Variables in ``opt_state``, the optimizer's
+    attributes with the parameter paths spliced in (``opt_state['m']['layers'][0]['kernel']``),
+    each with its parameter's sharding. :attr:`opt` is a live view of the hook optimizer;
+    :attr:`step` counts every :meth:`update`, mini-steps and skipped steps included.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -83,18 +79,15 @@ class NNXOptimizer(nnx.Optimizer[M]):
 
         Args:
             model: an NNX module.
-            opt: a hook optimizer (:class:`flr_nnx.optim.Optimizer`; copied, never
-                changed), or an optax transformation: then everything is exactly
-                what ``nnx.Optimizer(model, opt, wrt=wrt, graph=graph)`` does.
-            wrt: which Variables to optimize (required), as in ``nnx.Optimizer``,
-                e.g. ``nnx.Param``. Only float arrays are optimized.
-            graph: graph mode (``True``) or tree mode (``False``), as in
-                ``nnx.Optimizer``; ``None`` follows the current NNX setting.
+            opt: a hook optimizer (copied, never changed), or an optax transformation:
+                then this is exactly ``nnx.Optimizer(model, opt, wrt=wrt, graph=graph)``.
+            wrt: which Variables to optimize (required), e.g. ``nnx.Param``, as in
+                ``nnx.Optimizer``. Only float arrays are optimized.
+            graph: graph (``True``) or tree mode (``False``), as in ``nnx.Optimizer``.
 
         Raises:
             ArgumentError: if ``wrt`` is not given.
-            BridgeError: if ``opt`` is neither a hook optimizer nor an optax
-                transformation.
+            BridgeError: if ``opt`` is neither a hook optimizer nor an optax transformation.
         """
         if wrt is _MISSING:
             raise ArgumentError(
@@ -130,34 +123,22 @@ class NNXOptimizer(nnx.Optimizer[M]):
 
     @property
     def hook_optimizer(self) -> Any:
-        """The live view :attr:`opt`, or ``None`` when this runs an optax transformation.
-
-        Not the object itself: an assignment to it would take effect eagerly and
-        be silently ignored under ``nnx.jit``.
-        """
+        """The live view :attr:`opt` (not the object: an assignment to that would be
+        silently ignored under ``nnx.jit``), or ``None`` with an optax transformation."""
         return None if self._template is None else self.opt
 
     @property
     def opt(self) -> Any:
         """The hook optimizer, as a live view of this optimizer's state.
 
-        Reads give current values (state from its Variables, Python values from
-        the optimizer); assigning a live hyperparameter (:func:`flr_nnx.hyper`),
-        e.g. ``optimizer.opt.learning_rate = 1e-4``, sets its Variable, effective
-        at the next step without a recompile. Nested optimizers are views too.
+        Reads give current values; assigning a live hyperparameter (:func:`flr_nnx.hyper`),
+        e.g. ``optimizer.opt.learning_rate = 1e-4``, sets its Variable, effective at the
+        next step without a recompile. Nested optimizers are views too.
 
         Raises:
             BridgeError: if this optimizer runs an optax transformation.
         """
-        if self._template is None:
-            raise BridgeError(
-                "optimizer.opt is the live view of a hook optimizer, but this NNXOptimizer "
-                f"runs an optax transformation ({type(self.tx).__name__}). Fix: read "
-                "`optimizer.opt_state` as with nnx.Optimizer, or use flr.get_hyper/"
-                "flr.set_hyper(optimizer, name, ...) for hyperparameters of flr.as_optax "
-                "transformations in it."
-            )
-        return LiveView(self, ())
+        return live_view(self)
 
     def update(  # type: ignore[override]
         self, model: M, grads: Any = _MISSING, /, *, loss: Any = None, **kwargs: Any
@@ -167,13 +148,10 @@ class NNXOptimizer(nnx.Optimizer[M]):
         Args:
             model: the model whose parameters (selected by ``wrt``) are updated.
             grads: gradients, e.g. from ``nnx.grad`` (an ``nnx.State``).
-            loss: the loss of this step, for optimizers that read it. optax's
-                ``value=`` keyword is accepted as an alias. With an optax
-                transformation, it is passed on as ``value=`` (unless ``value=``
-                is given), as well as ``loss=``.
-            **kwargs: optax's other extra arguments (``grad=``, ``value_fn=``, ...),
-                as :meth:`~flr_nnx.optim.Optimizer.call_model` describes (an optax
-                transformation gets them in ``tx.update``, as with ``nnx.Optimizer``).
+            loss: the loss of this step, for optimizers that read it (alias: optax's
+                ``value=``); an optax transformation gets it as ``value=`` and ``loss=``.
+            **kwargs: optax's other extra arguments (``grad=``, ``value_fn=``, ...), as
+                :meth:`~flr_nnx.optim.Optimizer.call_model` describes.
 
         Returns:
             The updates added to the parameters (optax sign), structured like

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import functools
+import contextvars
 import inspect
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -11,17 +11,23 @@ from typing import Any, ClassVar
 
 import jax
 
-from flr_nnx._errors import (
-    ArgumentError,
-    BridgeError,
-    HookError,
-    TransientReadError,
-    describe,
-    did_you_mean,
+from flr_nnx._contract import (
+    check_arguments,
+    check_model_grads,
+    not_optax,
+    unannotated,
 )
+from flr_nnx._errors import HookError, TransientReadError
 
 Key = tuple[str | int, ...]
 """A parameter's key: its path in the parameter tree, e.g. ``('layers', 0, 'kernel')``."""
+
+RUN: contextvars.ContextVar[Any] = contextvars.ContextVar("flr_nnx_run", default=None)
+"""The run context: what records assignments while the engine's init traces discovery.
+
+The only switch a run sets (the engine sets it; ``Optimizer.__setattr__`` and the
+engine's recording dicts report to it); None outside discovery.
+"""
 
 
 class Optimizer:
@@ -85,7 +91,7 @@ class Optimizer:
         super().__init_subclass__(**kwargs)
         init = cls.__dict__.get("__init__")
         if init is not None and not hasattr(init, "_flr_checked"):
-            cls.__init__ = _check_arguments(init)  # type: ignore[method-assign]
+            cls.__init__ = check_arguments(init)  # type: ignore[method-assign]
 
     def __setattr__(self, name: str, value: Any) -> None:
         run = RUN.get()  # the engine's run context: set while init discovers the state
@@ -175,7 +181,7 @@ class Optimizer:
         """
         known = grads
         grads = call(self.call_model, grads=grads, params=params, loss=loss, **extra)
-        _check_model_grads(self, grads, known)
+        check_model_grads(self, grads, known)
         return {
             key: checked_call(self.call_param, key=key, grad=grad, param=params[key])
             for key, grad in grads.items()
@@ -199,7 +205,7 @@ class Optimizer:
             BridgeError: always, naming :func:`~flr_nnx.as_optax` and
                 :class:`~flr_nnx.NNXOptimizer`.
         """
-        raise _not_optax(self, "init")
+        raise not_optax(self, "init")
 
     def update(self, *args: Any, **kwargs: Any) -> Any:
         """Refuses: a hook optimizer is not an optax transformation.
@@ -212,28 +218,7 @@ class Optimizer:
             BridgeError: always, naming :func:`~flr_nnx.as_optax` and
                 :class:`~flr_nnx.NNXOptimizer`.
         """
-        raise _not_optax(self, "update")
-
-
-def _not_optax(opt: Optimizer, method: str) -> BridgeError:
-    name = type(opt).__name__
-    return BridgeError(
-        f"{name}.{method}() was called as if {name} were an optax transformation (by "
-        "nnx.Optimizer, optax.chain, optax.MultiSteps or similar), but it is a hook "
-        "optimizer. Fix: wrap it: flr.as_optax(opt), or use flr.NNXOptimizer(model, opt, "
-        "wrt=nnx.Param) instead of nnx.Optimizer."
-    )
-
-
-# The constructors' checks of hyperparameters, by optimizer class name and attribute
-# (registered by `flr_nnx.optim.check_hyper`): applied again when a live one is set,
-# and they tell which attributes are hyperparameters.
-CHECKS: dict[tuple[str, str], Callable[[Any], None]] = {}
-
-
-def register_check(optimizer: str, name: str, check: Callable[[Any], None]) -> None:
-    """Remembers how ``optimizer``'s constructor checks hyperparameter ``name``."""
-    CHECKS[(optimizer, name)] = check
+        raise not_optax(self, "update")
 
 
 _CORE = frozenset({"loss", "grads", "params"})
@@ -290,11 +275,6 @@ def _target(hook: Callable[..., Any]) -> Callable[..., Any]:
     return hook.__call__ if isinstance(hook, Optimizer) else hook
 
 
-def _shown(parameters: Iterable[inspect.Parameter]) -> inspect.Signature:
-    """A signature as an error message shows it: without annotations."""
-    return inspect.Signature([p.replace(annotation=p.empty) for p in parameters])
-
-
 def _signature_problem(hook: Callable[..., Any], kwargs: Mapping[str, Any]) -> HookError | None:
     target = _target(hook)
     try:
@@ -321,7 +301,7 @@ def _signature_problem(hook: Callable[..., Any], kwargs: Mapping[str, Any]) -> H
                 "stand-ins for optax's `grad=` and `value_fn=` exist). Fix: give it a default "
                 f"(`{extras[0]}=None`) and handle its absence, or pass it to every `update`."
             )
-        shown = _shown(signature.parameters.values())
+        shown = unannotated(signature.parameters.values())
         return HookError(
             f"{owner}{shown} cannot be called as the engine calls it, with the keyword "
             f"arguments {', '.join(f'{k}=' for k in kwargs)} ({bad}). Hooks are called with "
@@ -377,90 +357,7 @@ _SIGNATURES: weakref.WeakKeyDictionary[Any, tuple[frozenset[str], bool]] = (
 )
 
 
-def _check_arguments(init: Callable[..., None]) -> Callable[..., None]:
-    """Wraps a subclass ``__init__`` so a bad call names the signature and a likely fix.
-
-    The arguments are only inspected when the call fails with a ``TypeError``,
-    so a correct construction costs nothing extra.
-    """
-
-    @functools.wraps(init)
-    def checked(self: Any, *args: Any, **kwargs: Any) -> None:
-        try:
-            init(self, *args, **kwargs)
-        except ArgumentError:
-            raise
-        except TypeError as error:
-            try:
-                inspect.signature(init).bind(self, *args, **kwargs)
-            except TypeError as bad_call:
-                raise _argument_error(type(self), init, kwargs, bad_call) from error
-            raise
-
-    checked._flr_checked = True  # type: ignore[attr-defined]
-    return checked
-
-
-def _argument_error(
-    cls: type, init: Callable[..., None], kwargs: Mapping[str, Any], error: TypeError
-) -> ArgumentError:
-    signature = inspect.signature(init)
-    accepted = [
-        name
-        for name, p in list(signature.parameters.items())[1:]
-        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-    ]
-    hint = ""
-    unknown = [name for name in kwargs if name not in accepted]
-    if unknown and not any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values()):
-        hint = did_you_mean(unknown[0], accepted)
-        problem = f"unknown keyword argument{'s' * (len(unknown) > 1)} {', '.join(unknown)}"
-    else:
-        problem = str(error)
-    shown = _shown(list(signature.parameters.values())[1:])
-    # A subclass forwarding to its parent's __init__: name both.
-    owner = init.__qualname__.rpartition(".")[0] or cls.__name__
-    if owner.rpartition(".")[2] != cls.__name__:
-        owner = f"{cls.__name__} -> {owner}"
-    else:
-        owner = cls.__name__
-    return ArgumentError(
-        f"{owner}{shown}: {problem}.{hint} Fix: call it as that signature says "
-        f"(accepted arguments: {', '.join(accepted) or 'none'})."
-    )
-
-
-Optimizer.__init__ = _check_arguments(Optimizer.__init__)  # type: ignore[method-assign]
-
-
-def _check_model_grads(opt: Optimizer, grads: Any, known: Mapping[Key, Any]) -> None:
-    where = f"{type(opt).__name__}.call_model"
-    if not isinstance(grads, Mapping):
-        raise HookError(
-            f"{where} returned {describe(grads)}; expected a dict from parameter key "
-            "to gradient. Fix: return the (possibly modified) `grads` dict."
-        )
-    extra = [key for key in grads if key not in known]
-    if extra:
-        raise HookError(
-            f"{where} returned keys that are not parameters: {extra[:5]}. "
-            f"Known keys look like {list(known)[:3]}. Fix: only return keys of `grads`; "
-            "leave a key out to skip that parameter this step."
-        )
-    for key, grad in grads.items():
-        if not hasattr(grad, "shape") or not hasattr(grad, "dtype"):
-            raise HookError(
-                f"{where} returned {describe(grad)} for parameter {key}; expected an "
-                "array. Fix: return JAX arrays as gradients."
-            )
-        expected = tuple(known[key].shape)
-        if tuple(grad.shape) != expected or grad.dtype != known[key].dtype:
-            raise HookError(
-                f"{where} returned {describe(grad)} for parameter {key}; expected shape "
-                f"{expected} and dtype {known[key].dtype} (those of its gradient). Fix: keep "
-                "each gradient's shape and dtype (e.g. `.astype(grad.dtype)`), and avoid "
-                "broadcasting it against state of another shape."
-            )
+Optimizer.__init__ = check_arguments(Optimizer.__init__)  # type: ignore[method-assign]
 
 
 def _short(value: Any) -> str:
@@ -469,8 +366,3 @@ def _short(value: Any) -> str:
     if isinstance(value, dict) and len(value) > 3:
         return f"{{...{len(value)} entries}}"
     return repr(value)
-
-
-# Last, because the engine builds on this module: whichever of the two is imported
-# first, the engine finds `Optimizer`, `call` and `Key` defined here.
-from flr_nnx._engine import RUN  # noqa: E402

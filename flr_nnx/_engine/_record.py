@@ -12,19 +12,12 @@ EMA of weights).
 from __future__ import annotations
 
 import collections
-import contextvars
 from collections.abc import Mapping
 from typing import Any
 
 from flr_nnx._engine._walk import ATTR, ITEM, Path, Step, is_transient, walk
 from flr_nnx._errors import StateError
-
-RUN: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar("flr_nnx_run", default=None)
-"""The run context: the :class:`Recorder` of the discovery step being traced, else None.
-
-The only switch a run sets; :class:`RecordingDict` and
-:meth:`flr_nnx.optim.Optimizer.__setattr__` report assignments to it.
-"""
+from flr_nnx._optimizer import RUN
 
 
 def scalars(statics: Mapping[Path, Any]) -> dict[Path, Any]:

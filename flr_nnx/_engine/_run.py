@@ -175,6 +175,7 @@ def init(
     _checks.check_transient(opt)
     if shardings is None:
         shardings = spread_shardings(params)
+
     def discover_with_extra(o: Optimizer, k: tuple[Key, ...], f: dict[str, Any]) -> Any:
         return discovery(o, k, f, extra)
 

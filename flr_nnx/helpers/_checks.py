@@ -7,8 +7,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from flr_nnx._contract import register_check
 from flr_nnx._errors import HyperparameterError
-from flr_nnx._optimizer import register_check
 
 
 @dataclasses.dataclass(frozen=True)
