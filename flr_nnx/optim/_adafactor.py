@@ -84,7 +84,6 @@ class Adafactor(Optimizer):
                [-0.1, -0.1]], dtype=float32)
     """
 
-    # Recomputed by call_model at every step for call_param: not state.
     transient = ("decay_t", "lr_t", "wd_t", "decays")
 
     # Adafactor's momentum may be 1 (as optax allows).

@@ -43,12 +43,8 @@ class Adagrad(Optimizer):
         Array([-0.08451542,  0.08451542], dtype=float32)
     """
 
-    # Recomputed by call_model at every step for call_param: not state.
     transient = ("lr_t",)
 
-    # call_param treats every element alike and call_model only computes per-step
-    # scalars: Packed may run it on packed buffers, and init discovers its
-    # state on one parameter per shape and dtype.
     elementwise = True
 
     def __init__(

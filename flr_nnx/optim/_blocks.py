@@ -50,7 +50,6 @@ class ClipByGlobalNorm(Optimizer):
         Array([-0.6, -0.8], dtype=float32)
     """
 
-    # Recomputed by call_model at every step for call_param: not state.
     transient = ("g_norm", "trigger")
 
     def __init__(self, max_norm: float):
@@ -128,7 +127,6 @@ class ScaleByLearningRate(Optimizer):
         Array([-0.06      , -0.08000001], dtype=float32)
     """
 
-    # Recomputed by call_model at every step for call_param: not state.
     transient = ("lr_t",)
 
     def __init__(self, learning_rate: ScalarOrSchedule | None = None, *, flip_sign: bool = True):
@@ -174,7 +172,6 @@ class AddDecayedWeights(Optimizer):
         Array([-0.1,  0.2], dtype=float32)
     """
 
-    # Recomputed by call_model at every step for call_param: not state.
     transient = ("wd_t", "decays")
 
     def __init__(self, weight_decay: ScalarOrSchedule = 0.0, mask: MaskLike = None):

@@ -57,7 +57,6 @@ class LAMB(Optimizer):
         Array([-0.3518413 ,  0.35525724], dtype=float32)
     """
 
-    # Recomputed by call_model at every step for call_param: not state.
     transient = ("lr_t", "wd_t", "decays", "bc1", "bc2")
 
     def __init__(

@@ -59,7 +59,6 @@ class Lion(Optimizer):
         Array([-0.1,  0.1], dtype=float32)
     """
 
-    # Recomputed by call_model at every step for call_param: not state.
     transient = ("lr_t", "wd_t", "decayed")
 
     def __init__(

@@ -121,7 +121,6 @@ class Muon(Optimizer):
                [-0.        , -0.1114...]], dtype=float32)
     """
 
-    # Recomputed by call_model at every step for call_param: not state.
     # ns_steps counts Newton-Schulz iterations: at least one.
     hyper_bounds: ClassVar[dict[str, Bound]] = {"ns_steps": Bound(low=1)}
 

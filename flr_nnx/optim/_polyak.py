@@ -51,7 +51,6 @@ class PolyakSGD(Optimizer):
         Array([-0.5,  1. ], dtype=float32)
     """
 
-    # Recomputed by call_model at every step for call_param: not state.
     transient = ("step_size",)
 
     def __init__(

@@ -60,12 +60,8 @@ class RAdam(Optimizer):
         Array([-0.04999999,  0.04999999], dtype=float32)
     """
 
-    # Recomputed by call_model at every step for call_param: not state.
     transient = ("lr_t", "ro", "rect", "bc1", "bc2", "bc1_next")
 
-    # call_param treats every element alike and call_model only computes per-step
-    # scalars: Packed may run it on packed buffers, and init discovers its
-    # state on one parameter per shape and dtype.
     elementwise = True
 
     def __init__(

@@ -65,15 +65,11 @@ class RMSProp(Optimizer):
         Array([-0.3162277,  0.3162277], dtype=float32)
     """
 
-    # Recomputed by call_model at every step for call_param: not state.
     transient = ("lr_t", "bc")
 
     # Unlike SGD's, RMSProp's momentum may be 1 (as optax allows).
     hyper_bounds: ClassVar[dict[str, Bound]] = {"momentum": UNIT_CLOSED}
 
-    # call_param treats every element alike and call_model only computes per-step
-    # scalars: Packed may run it on packed buffers, and init discovers its
-    # state on one parameter per shape and dtype.
     elementwise = True
 
     def __init__(

@@ -50,12 +50,8 @@ class SGD(Optimizer):
         Array([-0.095,  0.095], dtype=float32)
     """
 
-    # Recomputed by call_model at every step for call_param: not state.
     transient = ("lr_t",)
 
-    # call_param treats every element alike and call_model only computes per-step
-    # scalars: Packed may run it on packed buffers, and init discovers its
-    # state on one parameter per shape and dtype.
     elementwise = True
 
     def __init__(
@@ -116,12 +112,8 @@ class SignSGD(Optimizer):
         Array([-0.1,  0.1, -0. ], dtype=float32)
     """
 
-    # Recomputed by call_model at every step for call_param: not state.
     transient = ("lr_t",)
 
-    # call_param treats every element alike and call_model only computes per-step
-    # scalars: Packed may run it on packed buffers, and init discovers its
-    # state on one parameter per shape and dtype.
     elementwise = True
 
     def __init__(self, learning_rate: ScalarOrSchedule):
