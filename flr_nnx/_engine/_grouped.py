@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 from jax.extend.core import Literal
 
 from flr_nnx._engine._jaxpr import evaluate_outputs
@@ -152,8 +151,11 @@ def init_grouped(
     else:
         rep_values = evaluate_outputs(traced.jaxpr, flat)
         # The representative keeps its own buffer; the others get copies, never
-        # aliases, because the state is donated at every step.
-        initial = [rep_values[i] if own else jnp.copy(rep_values[i]) for _, i, own in paths]
+        # aliases, because the state is donated at every step; one transfer for all.
+        copies = iter(
+            jax.device_put([rep_values[i] for _, i, own in paths if not own], may_alias=False)
+        )
+        initial = [rep_values[i] if own else next(copies) for _, i, own in paths]
     return (
         tuple(p[0] for p in paths),
         initial,
