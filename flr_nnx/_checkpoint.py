@@ -5,7 +5,6 @@ What orbax-checkpoint (or any pytree checkpointer) saves and restores.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -15,7 +14,7 @@ from flax import nnx
 
 from flr_nnx import _engine
 from flr_nnx._errors import StructureError, describe
-from flr_nnx._tree import flatten, is_concrete
+from flr_nnx._tree import flatten, is_concrete, leaf_paths, lookup
 
 
 def state_dict(obj: Any) -> dict[Any, Any]:
@@ -59,29 +58,6 @@ def _flat_leaves(obj: Any) -> list[tuple[tuple[Any, ...], Any]]:
     return list(zip(keys, leaves, strict=True))
 
 
-def _find(tree: Any, key: tuple[Any, ...]) -> Any:
-    node = tree
-    for part in key:
-        if not isinstance(node, dict):
-            return _engine.ABSENT
-        # orbax-checkpoint saves integer keys (layer indices) as strings.
-        if part in node:
-            node = node[part]
-        elif str(part) in node:
-            node = node[str(part)]
-        else:
-            return _engine.ABSENT
-    return node
-
-
-def _paths(tree: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            yield from _paths(value, (*prefix, str(key)))
-    else:
-        yield prefix
-
-
 def load_state_dict(obj: Any, tree: dict[Any, Any]) -> Any:
     """Loads a :func:`state_dict` (e.g. restored by orbax-checkpoint) into ``obj``.
 
@@ -114,11 +90,12 @@ def load_state_dict(obj: Any, tree: dict[Any, Any]) -> Any:
     leaves = _flat_leaves(obj)
     what = type(obj).__name__
     expected = {tuple(map(str, key)) for key, _ in leaves}
-    extra = sorted(p for p in _paths(tree) if p not in expected)
+    saved = (tuple(map(str, p)) for p in leaf_paths(tree))
+    extra = sorted(p for p in saved if p not in expected)
     values = []
     missing = []
     for key, old in leaves:
-        new = _find(tree, key)
+        new = lookup(tree, key, _engine.ABSENT, str_keys=True)
         if new is _engine.ABSENT or isinstance(new, dict):
             missing.append("/".join(map(str, key)))
             continue

@@ -7,7 +7,7 @@ attribute names): ``('layers', 0, 'kernel')``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -86,14 +86,34 @@ def unnest(paths: Sequence[tuple[Any, ...]], tree: Mapping[Any, Any]) -> list[An
     return leaves
 
 
-def lookup(tree: Any, parts: tuple[Any, ...], default: Any = None) -> Any:
-    """The value at key path ``parts`` of a nested dict, or ``default`` where there is none."""
+def lookup(
+    tree: Any, parts: tuple[Any, ...], default: Any = None, *, str_keys: bool = False
+) -> Any:
+    """The value at key path ``parts`` of a nested dict, or ``default`` where there is none.
+
+    With ``str_keys``, a part is also found as its string (orbax-checkpoint saves integer
+    keys, such as layer indices, as strings).
+    """
     node = tree
     for part in parts:
-        if not isinstance(node, dict) or part not in node:
+        if not isinstance(node, dict):
             return default
-        node = node[part]
+        if part in node:
+            node = node[part]
+        elif str_keys and str(part) in node:
+            node = node[str(part)]
+        else:
+            return default
     return node
+
+
+def leaf_paths(tree: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """The key path of every leaf of a nested dict (a non-dict value is a leaf)."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from leaf_paths(value, (*prefix, key))
+    else:
+        yield prefix
 
 
 def is_concrete(value: Any) -> bool:

@@ -26,7 +26,7 @@ import jax
 
 from flr_nnx._errors import HyperparameterError, StructureError, describe
 from flr_nnx._optimizer import Key
-from flr_nnx._tree import flatten
+from flr_nnx._tree import flatten, group_by_head
 from flr_nnx._tree import key_of as _key_of
 
 
@@ -220,10 +220,7 @@ def unflatten(flat: Mapping[Key, Any]) -> Any:
     """
     if () in flat:
         return flat[()]
-    groups: dict[Any, dict[Key, Any]] = {}
-    for key, value in flat.items():
-        groups.setdefault(key[0], {})[key[1:]] = value
-    children = {part: unflatten(sub) for part, sub in groups.items()}
+    children = {part: unflatten(sub) for part, sub in group_by_head(flat).items()}
     parts = list(children)
     ints = [p for p in parts if isinstance(p, int) and not isinstance(p, bool)]
     if len(ints) == len(parts) and sorted(ints) == list(range(len(ints))):
