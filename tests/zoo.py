@@ -209,4 +209,8 @@ ZOO: list[Entry] = [
     # -- end of section D
     # -- section E (issue 14): AcProp, COCOB, DAdaptAdamW, DoG, DoWG, Prodigy, Momo, MomoAdam
     # -- end of section E
+    # -- section F (issue 14)
+    # -- end of section F
+    # -- section G (issue 14)
+    # -- end of section G
 ]

@@ -52,6 +52,10 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     # -- end of section D
     # -- section E (issue 14)
     # -- end of section E
+    # -- section F (issue 14)
+    # -- end of section F
+    # -- section G (issue 14)
+    # -- end of section G
 }
 
 
