@@ -204,6 +204,7 @@ ZOO: list[Entry] = [
     ),
     # -- end of section B
     # -- section C (issue 14): Yogi, Adadelta, Adan, AdamaxW, Signum, Rprop, OptimisticGD, OptimisticAdamV2
+    Entry("Yogi", lambda: flr.optim.Yogi(1e-2), lambda: optax.yogi(1e-2)),
     # -- end of section C
     # -- section D (issue 14): LARS, Fromage, NovoGrad, SM3, ADOPT, AdEMAMix, SimplifiedAdEMAMix, MADGRAD
     # -- end of section D

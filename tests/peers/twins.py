@@ -47,6 +47,7 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     "sgd": flr.optim.SGD,
     "sign_sgd": flr.optim.SignSGD,
     # -- section C (issue 14)
+    "yogi": flr.optim.Yogi,
     # -- end of section C
     # -- section D (issue 14)
     # -- end of section D
