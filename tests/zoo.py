@@ -205,6 +205,27 @@ ZOO: list[Entry] = [
     # -- end of section B
     # -- section C (issue 14): Yogi, Adadelta, Adan, AdamaxW, Signum, Rprop, OptimisticGD, OptimisticAdamV2
     Entry("Yogi", lambda: flr.optim.Yogi(1e-2), lambda: optax.yogi(1e-2)),
+    Entry(
+        "Adadelta",  # decay on the gradient of the kernels only
+        lambda: flr.optim.Adadelta(
+            1.0,
+            weight_decay=1e-3,
+            weight_decay_mask=flr.helpers.key_mask(lambda k: k[-1] != "bias"),
+        ),
+        lambda: optax.adadelta(
+            1.0,
+            weight_decay=1e-3,
+            weight_decay_mask=flr.helpers.key_mask(lambda k: k[-1] != "bias"),
+        ),
+        # its step sizes adapt slowly: Rosenbrock's valley needs a decaying rate and more steps
+        extra={
+            "converge": lambda: flr.optim.Adadelta(1.0),
+            "rosenbrock": lambda: flr.optim.Adadelta(
+                optax.exponential_decay(1.0, 1000, 0.5), eps=1e-5
+            ),
+            "converge_steps": 4000,
+        },
+    ),
     # -- end of section C
     # -- section D (issue 14): LARS, Fromage, NovoGrad, SM3, ADOPT, AdEMAMix, SimplifiedAdEMAMix, MADGRAD
     # -- end of section D

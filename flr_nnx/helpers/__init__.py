@@ -38,3 +38,4 @@ from flr_nnx.helpers._steps import needs_count as needs_count
 from flr_nnx.helpers._steps import sum_of_squares as sum_of_squares
 from flr_nnx.helpers._steps import tick as tick
 from flr_nnx.helpers._steps import value_at as value_at
+from flr_nnx.helpers._c import advance_all as advance_all

@@ -48,6 +48,7 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     "sign_sgd": flr.optim.SignSGD,
     # -- section C (issue 14)
     "yogi": flr.optim.Yogi,
+    "adadelta": flr.optim.Adadelta,
     # -- end of section C
     # -- section D (issue 14)
     # -- end of section D
