@@ -4,8 +4,8 @@ from flr_nnx._optimizer import Key as Key
 from flr_nnx._optimizer import Optimizer as Optimizer
 from flr_nnx._optimizer import call as call
 from flr_nnx.optim._adabelief import AdaBelief as AdaBelief
-from flr_nnx.optim._adafactor import Adafactor as Adafactor
 from flr_nnx.optim._adadelta import Adadelta as Adadelta
+from flr_nnx.optim._adafactor import Adafactor as Adafactor
 from flr_nnx.optim._adagrad import Adagrad as Adagrad
 from flr_nnx.optim._adam import Adam as Adam
 from flr_nnx.optim._adamax import Adamax as Adamax

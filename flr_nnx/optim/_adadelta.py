@@ -6,9 +6,9 @@ import jax.numpy as jnp
 
 from flr_nnx._optimizer import Optimizer
 from flr_nnx.helpers import (
+    UNIT_CLOSED,
     Mask,
     MaskLike,
-    UNIT_CLOSED,
     ScalarOrSchedule,
     abs_sq,
     advance_all,
