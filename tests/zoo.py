@@ -226,6 +226,12 @@ ZOO: list[Entry] = [
             "converge_steps": 4000,
         },
     ),
+    Entry(
+        "Adan",
+        lambda: flr.optim.Adan(1e-2, weight_decay=1e-3),
+        lambda: optax.adan(1e-2, weight_decay=1e-3),
+        extra={"converge": lambda: flr.optim.Adan(1e-2)},
+    ),
     # -- end of section C
     # -- section D (issue 14): LARS, Fromage, NovoGrad, SM3, ADOPT, AdEMAMix, SimplifiedAdEMAMix, MADGRAD
     # -- end of section D

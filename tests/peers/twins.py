@@ -49,6 +49,7 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     # -- section C (issue 14)
     "yogi": flr.optim.Yogi,
     "adadelta": flr.optim.Adadelta,
+    "adan": flr.optim.Adan,
     # -- end of section C
     # -- section D (issue 14)
     # -- end of section D
