@@ -232,6 +232,23 @@ ZOO: list[Entry] = [
         lambda: optax.adan(1e-2, weight_decay=1e-3),
         extra={"converge": lambda: flr.optim.Adan(1e-2)},
     ),
+    Entry(
+        "AdamaxW",
+        lambda: flr.optim.AdamaxW(
+            1e-2, weight_decay=0.1, mask=flr.helpers.key_mask(lambda k: k[-1] != "bias")
+        ),
+        lambda: optax.adamaxw(
+            1e-2, weight_decay=0.1, mask=flr.helpers.key_mask(lambda k: k[-1] != "bias")
+        ),
+        extra={"converge": lambda: flr.optim.AdamaxW(1e-2, weight_decay=0.0)},
+    ),
+    Entry(
+        "Signum",
+        lambda: flr.optim.Signum(optax.exponential_decay(1e-2, 500, 0.5)),
+        lambda: optax.signum(optax.exponential_decay(1e-2, 500, 0.5)),
+        extra={"converge_steps": 4000},  # sign steps zigzag down Rosenbrock's valley
+    ),
+    Entry("Rprop", lambda: flr.optim.Rprop(1e-2), lambda: optax.rprop(1e-2)),
     # -- end of section C
     # -- section D (issue 14): LARS, Fromage, NovoGrad, SM3, ADOPT, AdEMAMix, SimplifiedAdEMAMix, MADGRAD
     # -- end of section D

@@ -9,10 +9,11 @@ from flr_nnx.optim._adafactor import Adafactor as Adafactor
 from flr_nnx.optim._adagrad import Adagrad as Adagrad
 from flr_nnx.optim._adam import Adam as Adam
 from flr_nnx.optim._adamax import Adamax as Adamax
+from flr_nnx.optim._adamaxw import AdamaxW as AdamaxW
 from flr_nnx.optim._adamw import AdamW as AdamW
 from flr_nnx.optim._adamw import NAdamW as NAdamW
-from flr_nnx.optim._amsgrad import AMSGrad as AMSGrad
 from flr_nnx.optim._adan import Adan as Adan
+from flr_nnx.optim._amsgrad import AMSGrad as AMSGrad
 from flr_nnx.optim._blocks import AddDecayedWeights as AddDecayedWeights
 from flr_nnx.optim._blocks import Clip as Clip
 from flr_nnx.optim._blocks import ClipByGlobalNorm as ClipByGlobalNorm
@@ -24,6 +25,8 @@ from flr_nnx.optim._nadam import NAdam as NAdam
 from flr_nnx.optim._polyak import PolyakSGD as PolyakSGD
 from flr_nnx.optim._radam import RAdam as RAdam
 from flr_nnx.optim._rmsprop import RMSProp as RMSProp
+from flr_nnx.optim._rprop import Rprop as Rprop
 from flr_nnx.optim._sgd import SGD as SGD
 from flr_nnx.optim._sgd import SignSGD as SignSGD
+from flr_nnx.optim._signum import Signum as Signum
 from flr_nnx.optim._yogi import Yogi as Yogi

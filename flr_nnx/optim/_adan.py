@@ -30,7 +30,8 @@ class Adan(Optimizer):
         m_t &= (1 - \beta_1) g_t + \beta_1 m_{t-1} \\
         v_t &= (1 - \beta_2) d_t + \beta_2 v_{t-1} \\
         n_t &= (1 - \beta_3) \, (g_t + (1 - \beta_2) d_t)^2 + \beta_3 n_{t-1} \\
-        u_t &= \frac{\hat m_t + (1 - \beta_2) \hat v_t}{\sqrt{\hat n_t + \bar\epsilon} + \epsilon} \\
+        u_t &= \frac{\hat m_t + (1 - \beta_2) \hat v_t}
+            {\sqrt{\hat n_t + \bar\epsilon} + \epsilon} \\
         \Delta\theta_t &= \eta_t \, (u_t + \lambda_t \theta_{t-1})
 
     with each moment bias-corrected, :math:`\hat m_t = m_t / (1 - \beta_1^t)`

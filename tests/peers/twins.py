@@ -50,6 +50,9 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     "yogi": flr.optim.Yogi,
     "adadelta": flr.optim.Adadelta,
     "adan": flr.optim.Adan,
+    "adamaxw": flr.optim.AdamaxW,
+    "signum": flr.optim.Signum,
+    "rprop": flr.optim.Rprop,
     # -- end of section C
     # -- section D (issue 14)
     # -- end of section D
