@@ -249,6 +249,21 @@ ZOO: list[Entry] = [
         extra={"converge_steps": 4000},  # sign steps zigzag down Rosenbrock's valley
     ),
     Entry("Rprop", lambda: flr.optim.Rprop(1e-2), lambda: optax.rprop(1e-2)),
+    Entry(
+        "OptimisticGradientDescent",
+        lambda: flr.optim.OptimisticGradientDescent(1e-2, alpha=0.7, beta=0.1),
+        lambda: optax.optimistic_gradient_descent(1e-2, alpha=0.7, beta=0.1),
+        # plain gradient steps: Rosenbrock's valley needs a small rate and more steps
+        extra={
+            "rosenbrock": lambda: flr.optim.OptimisticGradientDescent(2e-3, alpha=0.7, beta=0.1),
+            "converge_steps": 4000,
+        },
+    ),
+    Entry(
+        "OptimisticAdamV2",
+        lambda: flr.optim.OptimisticAdamV2(1e-2, beta=0.5, mu_dtype="bfloat16"),
+        lambda: optax.optimistic_adam_v2(1e-2, beta=0.5, mu_dtype="bfloat16"),
+    ),
     # -- end of section C
     # -- section D (issue 14): LARS, Fromage, NovoGrad, SM3, ADOPT, AdEMAMix, SimplifiedAdEMAMix, MADGRAD
     # -- end of section D

@@ -22,6 +22,8 @@ from flr_nnx.optim._lamb import LAMB as LAMB
 from flr_nnx.optim._lion import Lion as Lion
 from flr_nnx.optim._muon import Muon as Muon
 from flr_nnx.optim._nadam import NAdam as NAdam
+from flr_nnx.optim._optimistic import OptimisticAdamV2 as OptimisticAdamV2
+from flr_nnx.optim._optimistic import OptimisticGradientDescent as OptimisticGradientDescent
 from flr_nnx.optim._polyak import PolyakSGD as PolyakSGD
 from flr_nnx.optim._radam import RAdam as RAdam
 from flr_nnx.optim._rmsprop import RMSProp as RMSProp

@@ -53,6 +53,8 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     "adamaxw": flr.optim.AdamaxW,
     "signum": flr.optim.Signum,
     "rprop": flr.optim.Rprop,
+    "optimistic_gradient_descent": flr.optim.OptimisticGradientDescent,
+    "optimistic_adam_v2": flr.optim.OptimisticAdamV2,
     # -- end of section C
     # -- section D (issue 14)
     # -- end of section D
