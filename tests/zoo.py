@@ -204,6 +204,66 @@ ZOO: list[Entry] = [
     ),
     # -- end of section B
     # -- section C (issue 14): Yogi, Adadelta, Adan, AdamaxW, Signum, Rprop, OptimisticGD, OptimisticAdamV2
+    Entry("Yogi", lambda: flr.optim.Yogi(1e-2), lambda: optax.yogi(1e-2)),
+    Entry(
+        "Adadelta",  # decay on the gradient of the kernels only
+        lambda: flr.optim.Adadelta(
+            1.0,
+            weight_decay=1e-3,
+            weight_decay_mask=flr.helpers.key_mask(lambda k: k[-1] != "bias"),
+        ),
+        lambda: optax.adadelta(
+            1.0,
+            weight_decay=1e-3,
+            weight_decay_mask=flr.helpers.key_mask(lambda k: k[-1] != "bias"),
+        ),
+        # its step sizes adapt slowly: Rosenbrock's valley needs a decaying rate and more steps
+        extra={
+            "converge": lambda: flr.optim.Adadelta(1.0),
+            "rosenbrock": lambda: flr.optim.Adadelta(
+                optax.exponential_decay(1.0, 1000, 0.5), eps=1e-5
+            ),
+            "converge_steps": 4000,
+        },
+    ),
+    Entry(
+        "Adan",
+        lambda: flr.optim.Adan(1e-2, weight_decay=1e-3),
+        lambda: optax.adan(1e-2, weight_decay=1e-3),
+        extra={"converge": lambda: flr.optim.Adan(1e-2)},
+    ),
+    Entry(
+        "AdamaxW",
+        lambda: flr.optim.AdamaxW(
+            1e-2, weight_decay=0.1, mask=flr.helpers.key_mask(lambda k: k[-1] != "bias")
+        ),
+        lambda: optax.adamaxw(
+            1e-2, weight_decay=0.1, mask=flr.helpers.key_mask(lambda k: k[-1] != "bias")
+        ),
+        extra={"converge": lambda: flr.optim.AdamaxW(1e-2, weight_decay=0.0)},
+    ),
+    Entry(
+        "Signum",
+        lambda: flr.optim.Signum(optax.exponential_decay(1e-2, 500, 0.5)),
+        lambda: optax.signum(optax.exponential_decay(1e-2, 500, 0.5)),
+        extra={"converge_steps": 4000},  # sign steps zigzag down Rosenbrock's valley
+    ),
+    Entry("Rprop", lambda: flr.optim.Rprop(1e-2), lambda: optax.rprop(1e-2)),
+    Entry(
+        "OptimisticGradientDescent",
+        lambda: flr.optim.OptimisticGradientDescent(1e-2, alpha=0.7, beta=0.1),
+        lambda: optax.optimistic_gradient_descent(1e-2, alpha=0.7, beta=0.1),
+        # plain gradient steps: Rosenbrock's valley needs a small rate and more steps
+        extra={
+            "rosenbrock": lambda: flr.optim.OptimisticGradientDescent(2e-3, alpha=0.7, beta=0.1),
+            "converge_steps": 4000,
+        },
+    ),
+    Entry(
+        "OptimisticAdamV2",
+        lambda: flr.optim.OptimisticAdamV2(1e-2, beta=0.5, mu_dtype="bfloat16"),
+        lambda: optax.optimistic_adam_v2(1e-2, beta=0.5, mu_dtype="bfloat16"),
+    ),
     # -- end of section C
     # -- section D (issue 14): LARS, Fromage, NovoGrad, SM3, ADOPT, AdEMAMix, SimplifiedAdEMAMix, MADGRAD
     # -- end of section D

@@ -4,6 +4,7 @@ Everything the zoo in :mod:`flr_nnx.optim` uses besides the base class and the e
 here, so an optimizer you write can use exactly what the built-ins use.
 """
 
+from flr_nnx.helpers._c import advance_all as advance_all
 from flr_nnx.helpers._checks import BOUNDS as BOUNDS
 from flr_nnx.helpers._checks import NONNEGATIVE as NONNEGATIVE
 from flr_nnx.helpers._checks import UNIT as UNIT

@@ -47,6 +47,14 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     "sgd": flr.optim.SGD,
     "sign_sgd": flr.optim.SignSGD,
     # -- section C (issue 14)
+    "yogi": flr.optim.Yogi,
+    "adadelta": flr.optim.Adadelta,
+    "adan": flr.optim.Adan,
+    "adamaxw": flr.optim.AdamaxW,
+    "signum": flr.optim.Signum,
+    "rprop": flr.optim.Rprop,
+    "optimistic_gradient_descent": flr.optim.OptimisticGradientDescent,
+    "optimistic_adam_v2": flr.optim.OptimisticAdamV2,
     # -- end of section C
     # -- section D (issue 14)
     # -- end of section D
