@@ -203,7 +203,7 @@ ZOO: list[Entry] = [
         },
     ),
     # -- end of section B
-    # -- section C (issue 14): Yogi, Adadelta, Adan, AdamaxW, Signum, Rprop, OptimisticGD, OptimisticAdamV2
+    # -- section C (issue 14)
     Entry("Yogi", lambda: flr.optim.Yogi(1e-2), lambda: optax.yogi(1e-2)),
     Entry(
         "Adadelta",  # decay on the gradient of the kernels only
@@ -265,9 +265,9 @@ ZOO: list[Entry] = [
         lambda: optax.optimistic_adam_v2(1e-2, beta=0.5, mu_dtype="bfloat16"),
     ),
     # -- end of section C
-    # -- section D (issue 14): LARS, Fromage, NovoGrad, SM3, ADOPT, AdEMAMix, SimplifiedAdEMAMix, MADGRAD
+    # -- section D (issue 14)
     # -- end of section D
-    # -- section E (issue 14): AcProp, COCOB, DAdaptAdamW, DoG, DoWG, Prodigy, Momo, MomoAdam
+    # -- section E (issue 14)
     # -- end of section E
     # -- section F (issue 14)
     # -- end of section F

@@ -4,7 +4,6 @@ Everything the zoo in :mod:`flr_nnx.optim` uses besides the base class and the e
 here, so an optimizer you write can use exactly what the built-ins use.
 """
 
-from flr_nnx.helpers._c import advance_all as advance_all
 from flr_nnx.helpers._checks import BOUNDS as BOUNDS
 from flr_nnx.helpers._checks import NONNEGATIVE as NONNEGATIVE
 from flr_nnx.helpers._checks import UNIT as UNIT
@@ -27,6 +26,7 @@ from flr_nnx.helpers._mask import key_mask as key_mask
 from flr_nnx.helpers._mask import key_of as key_of
 from flr_nnx.helpers._mask import unflatten as unflatten
 from flr_nnx.helpers._steps import advance as advance
+from flr_nnx.helpers._steps import advance_all as advance_all
 from flr_nnx.helpers._steps import bias_correction as bias_correction
 from flr_nnx.helpers._steps import bias_corrections as bias_corrections
 from flr_nnx.helpers._steps import debias as debias

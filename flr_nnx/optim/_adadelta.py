@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import jax.numpy as jnp
 
 from flr_nnx._optimizer import Optimizer
@@ -61,7 +63,7 @@ class Adadelta(Optimizer):
     transient = ("lr_t", "wd_t", "decays")
 
     # rho is a decay rate, as b1 and b2 are.
-    hyper_bounds = {"rho": UNIT_CLOSED}
+    hyper_bounds: ClassVar = {"rho": UNIT_CLOSED}
 
     def __init__(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import jax.numpy as jnp
 
 from flr_nnx._optimizer import Optimizer
@@ -62,7 +64,7 @@ class Adan(Optimizer):
     # Recomputed by call_model at every step for call_param: not state.
     transient = ("lr_t", "wd_t", "decays", "first", "bc1", "bc2", "bc3")
 
-    hyper_bounds = {"b3": UNIT}
+    hyper_bounds: ClassVar = {"b3": UNIT}
 
     def __init__(
         self,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import jax.numpy as jnp
 
@@ -53,7 +53,7 @@ class OptimisticGradientDescent(Optimizer):
     transient = ("lr_t", "first")
 
     # beta weighs a gradient here, it is not a decay rate.
-    hyper_bounds = {"beta": NONNEGATIVE}
+    hyper_bounds: ClassVar = {"beta": NONNEGATIVE}
 
     # call_param treats every element alike and call_model only computes per-step
     # scalars: Packed may run it on packed buffers, and init discovers its
@@ -115,7 +115,7 @@ class OptimisticAdamV2(Adam):
     transient = (*Adam.transient, "first")
 
     # beta weighs a step here, it is not a decay rate.
-    hyper_bounds = {"beta": NONNEGATIVE}
+    hyper_bounds: ClassVar = {"beta": NONNEGATIVE}
 
     def __init__(
         self,
