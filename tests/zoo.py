@@ -206,6 +206,27 @@ ZOO: list[Entry] = [
     # -- section C (issue 14): Yogi, Adadelta, Adan, AdamaxW, Signum, Rprop, OptimisticGD, OptimisticAdamV2
     # -- end of section C
     # -- section D (issue 14): LARS, Fromage, NovoGrad, SM3, ADOPT, AdEMAMix, SimplifiedAdEMAMix, MADGRAD
+    Entry(
+        "LARS",
+        lambda: flr.optim.LARS(
+            1e-2,
+            weight_decay=1e-3,
+            trust_ratio_mask=flr.helpers.key_mask(lambda k: k[-1] != "bias"),
+            nesterov=True,
+        ),
+        lambda: optax.lars(
+            1e-2,
+            weight_decay=1e-3,
+            trust_ratio_mask=flr.helpers.key_mask(lambda k: k[-1] != "bias"),
+            nesterov=True,
+        ),
+        # trust-ratio steps are lr * c * ||params|| long: a decaying rate settles
+        extra={
+            "converge": lambda: flr.optim.LARS(
+                optax.exponential_decay(0.1, 200, 0.5), trust_coefficient=1.0
+            )
+        },
+    ),
     # -- end of section D
     # -- section E (issue 14): AcProp, COCOB, DAdaptAdamW, DoG, DoWG, Prodigy, Momo, MomoAdam
     # -- end of section E

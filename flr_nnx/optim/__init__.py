@@ -16,6 +16,7 @@ from flr_nnx.optim._blocks import Clip as Clip
 from flr_nnx.optim._blocks import ClipByGlobalNorm as ClipByGlobalNorm
 from flr_nnx.optim._blocks import ScaleByLearningRate as ScaleByLearningRate
 from flr_nnx.optim._lamb import LAMB as LAMB
+from flr_nnx.optim._lars import LARS as LARS
 from flr_nnx.optim._lion import Lion as Lion
 from flr_nnx.optim._muon import Muon as Muon
 from flr_nnx.optim._nadam import NAdam as NAdam

@@ -49,6 +49,7 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     # -- section C (issue 14)
     # -- end of section C
     # -- section D (issue 14)
+    "lars": flr.optim.LARS,
     # -- end of section D
     # -- section E (issue 14)
     # -- end of section E
