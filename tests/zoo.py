@@ -227,6 +227,13 @@ ZOO: list[Entry] = [
             )
         },
     ),
+    Entry(
+        "Fromage",
+        lambda: flr.optim.Fromage(1e-2),
+        lambda: optax.fromage(1e-2),
+        # steps are lr * ||params|| long: a decaying rate settles in Rosenbrock's valley
+        extra={"converge": lambda: flr.optim.Fromage(optax.exponential_decay(0.1, 200, 0.5))},
+    ),
     # -- end of section D
     # -- section E (issue 14): AcProp, COCOB, DAdaptAdamW, DoG, DoWG, Prodigy, Momo, MomoAdam
     # -- end of section E

@@ -15,6 +15,7 @@ from flr_nnx.optim._blocks import AddDecayedWeights as AddDecayedWeights
 from flr_nnx.optim._blocks import Clip as Clip
 from flr_nnx.optim._blocks import ClipByGlobalNorm as ClipByGlobalNorm
 from flr_nnx.optim._blocks import ScaleByLearningRate as ScaleByLearningRate
+from flr_nnx.optim._fromage import Fromage as Fromage
 from flr_nnx.optim._lamb import LAMB as LAMB
 from flr_nnx.optim._lars import LARS as LARS
 from flr_nnx.optim._lion import Lion as Lion

@@ -15,6 +15,7 @@ from flr_nnx.helpers import (
     needs_count,
     scale,
     set_hypers,
+    trust_ratio,
     value_at,
 )
 
@@ -101,12 +102,7 @@ class LARS(Optimizer):
     def call_param(self, key, grad, param):
         update = grad + self.wd_t * param if key in self.decays else grad
         if key in self.trusted:
-            param_norm = optax.safe_norm(param, 0.0)
-            update_norm = optax.safe_norm(update, 0.0)
-            trust_ratio = self.trust_coefficient * param_norm / (update_norm + self.eps)
-            zero_norm = jnp.logical_or(param_norm == 0.0, update_norm == 0.0)
-            one = jnp.array(1.0, dtype=param.dtype)
-            update = update * jnp.where(zero_norm, one, trust_ratio)
+            update = update * trust_ratio(param, update, self.trust_coefficient, self.eps)
         # optax's trace follows its -lr scaling; the bridge negates once at the end instead.
         update = scale(self.lr_t, update)
         if key not in self.trace:

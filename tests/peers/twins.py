@@ -50,6 +50,7 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     # -- end of section C
     # -- section D (issue 14)
     "lars": flr.optim.LARS,
+    "fromage": flr.optim.Fromage,
     # -- end of section D
     # -- section E (issue 14)
     # -- end of section E
