@@ -234,6 +234,11 @@ ZOO: list[Entry] = [
         # steps are lr * ||params|| long: a decaying rate settles in Rosenbrock's valley
         extra={"converge": lambda: flr.optim.Fromage(optax.exponential_decay(0.1, 200, 0.5))},
     ),
+    Entry(
+        "NovoGrad",
+        lambda: flr.optim.NovoGrad(1e-2, weight_decay=1e-3),
+        lambda: optax.novograd(1e-2, weight_decay=1e-3),
+    ),
     # -- end of section D
     # -- section E (issue 14): AcProp, COCOB, DAdaptAdamW, DoG, DoWG, Prodigy, Momo, MomoAdam
     # -- end of section E

@@ -21,6 +21,7 @@ from flr_nnx.optim._lars import LARS as LARS
 from flr_nnx.optim._lion import Lion as Lion
 from flr_nnx.optim._muon import Muon as Muon
 from flr_nnx.optim._nadam import NAdam as NAdam
+from flr_nnx.optim._novograd import NovoGrad as NovoGrad
 from flr_nnx.optim._polyak import PolyakSGD as PolyakSGD
 from flr_nnx.optim._radam import RAdam as RAdam
 from flr_nnx.optim._rmsprop import RMSProp as RMSProp

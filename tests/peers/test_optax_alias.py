@@ -85,6 +85,7 @@ _OPTIMIZERS_UNDER_TEST = (
     # -- section D (issue 14): optax's entries, as they are in its table
     {"opt_name": "lars", "opt_kwargs": {"learning_rate": 1.0}},
     {"opt_name": "fromage", "opt_kwargs": {"learning_rate": 5e-3}},
+    {"opt_name": "novograd", "opt_kwargs": {"learning_rate": 1e-3}},
     # -- end of section D
 )
 

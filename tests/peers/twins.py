@@ -51,6 +51,7 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     # -- section D (issue 14)
     "lars": flr.optim.LARS,
     "fromage": flr.optim.Fromage,
+    "novograd": flr.optim.NovoGrad,
     # -- end of section D
     # -- section E (issue 14)
     # -- end of section E
