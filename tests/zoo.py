@@ -41,6 +41,23 @@ class Entry:
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+def scalars_as_vectors(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    """``tx`` with every rank-0 leaf seen as a vector of one element (``optax.sm3`` fails on
+    scalars, which its flr twin takes as such vectors)."""
+
+    def wide(tree):
+        return jax.tree.map(lambda x: x.reshape(1) if x.ndim == 0 else x, tree)
+
+    def init(params):
+        return tx.init(wide(params))
+
+    def update(updates, state, params=None):
+        new, state = tx.update(wide(updates), state, wide(params))
+        return jax.tree.map(lambda n, u: n.reshape(u.shape), new, updates), state
+
+    return optax.GradientTransformation(init, update)
+
+
 ZOO: list[Entry] = [
     Entry("Adam", lambda: flr.optim.Adam(1e-2), lambda: optax.adam(1e-2)),
     # -- section A: SGD, AdamW, NAdam, NAdamW, Adamax, AMSGrad, AdaBelief, RAdam, Lion, SignSGD
@@ -238,6 +255,12 @@ ZOO: list[Entry] = [
         "NovoGrad",
         lambda: flr.optim.NovoGrad(1e-2, weight_decay=1e-3),
         lambda: optax.novograd(1e-2, weight_decay=1e-3),
+    ),
+    Entry(
+        "SM3",  # the twin sees the dict tree's scalar as a vector: optax.sm3 fails on scalars
+        lambda: flr.optim.SM3(1e-2),
+        lambda: scalars_as_vectors(optax.sm3(1e-2)),
+        extra={"converge": lambda: flr.optim.SM3(0.1)},
     ),
     # -- end of section D
     # -- section E (issue 14): AcProp, COCOB, DAdaptAdamW, DoG, DoWG, Prodigy, Momo, MomoAdam

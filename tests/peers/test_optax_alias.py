@@ -86,6 +86,7 @@ _OPTIMIZERS_UNDER_TEST = (
     {"opt_name": "lars", "opt_kwargs": {"learning_rate": 1.0}},
     {"opt_name": "fromage", "opt_kwargs": {"learning_rate": 5e-3}},
     {"opt_name": "novograd", "opt_kwargs": {"learning_rate": 1e-3}},
+    {"opt_name": "sm3", "opt_kwargs": {"learning_rate": 1.0}},
     # -- end of section D
 )
 

@@ -52,6 +52,7 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     "lars": flr.optim.LARS,
     "fromage": flr.optim.Fromage,
     "novograd": flr.optim.NovoGrad,
+    "sm3": flr.optim.SM3,
     # -- end of section D
     # -- section E (issue 14)
     # -- end of section E
