@@ -262,6 +262,11 @@ ZOO: list[Entry] = [
         lambda: scalars_as_vectors(optax.sm3(1e-2)),
         extra={"converge": lambda: flr.optim.SM3(0.1)},
     ),
+    Entry(
+        "ADOPT",
+        lambda: flr.optim.ADOPT(1e-2, nesterov=True),
+        lambda: optax.contrib.adopt(1e-2, nesterov=True),
+    ),
     # -- end of section D
     # -- section E (issue 14): AcProp, COCOB, DAdaptAdamW, DoG, DoWG, Prodigy, Momo, MomoAdam
     # -- end of section E

@@ -53,6 +53,7 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     "fromage": flr.optim.Fromage,
     "novograd": flr.optim.NovoGrad,
     "sm3": flr.optim.SM3,
+    "adopt": flr.optim.ADOPT,  # optax.contrib.adopt
     # -- end of section D
     # -- section E (issue 14)
     # -- end of section E
