@@ -41,6 +41,23 @@ class Entry:
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+def scalars_as_vectors(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    """``tx`` with every rank-0 leaf seen as a vector of one element (``optax.sm3`` fails on
+    scalars, which its flr twin takes as such vectors)."""
+
+    def wide(tree):
+        return jax.tree.map(lambda x: x.reshape(1) if x.ndim == 0 else x, tree)
+
+    def init(params):
+        return tx.init(wide(params))
+
+    def update(updates, state, params=None):
+        new, state = tx.update(wide(updates), state, wide(params))
+        return jax.tree.map(lambda n, u: n.reshape(u.shape), new, updates), state
+
+    return optax.GradientTransformation(init, update)
+
+
 ZOO: list[Entry] = [
     Entry("Adam", lambda: flr.optim.Adam(1e-2), lambda: optax.adam(1e-2)),
     # -- section A: SGD, AdamW, NAdam, NAdamW, Adamax, AMSGrad, AdaBelief, RAdam, Lion, SignSGD
@@ -266,6 +283,50 @@ ZOO: list[Entry] = [
     ),
     # -- end of section C
     # -- section D (issue 14)
+    Entry(
+        "LARS",
+        lambda: flr.optim.LARS(
+            1e-2,
+            weight_decay=1e-3,
+            trust_ratio_mask=flr.helpers.key_mask(lambda k: k[-1] != "bias"),
+            nesterov=True,
+        ),
+        lambda: optax.lars(
+            1e-2,
+            weight_decay=1e-3,
+            trust_ratio_mask=flr.helpers.key_mask(lambda k: k[-1] != "bias"),
+            nesterov=True,
+        ),
+        # trust-ratio steps are lr * c * ||params|| long: a decaying rate settles
+        extra={
+            "converge": lambda: flr.optim.LARS(
+                optax.exponential_decay(0.1, 200, 0.5), trust_coefficient=1.0
+            )
+        },
+    ),
+    Entry(
+        "Fromage",
+        lambda: flr.optim.Fromage(1e-2),
+        lambda: optax.fromage(1e-2),
+        # steps are lr * ||params|| long: a decaying rate settles in Rosenbrock's valley
+        extra={"converge": lambda: flr.optim.Fromage(optax.exponential_decay(0.1, 200, 0.5))},
+    ),
+    Entry(
+        "NovoGrad",
+        lambda: flr.optim.NovoGrad(1e-2, weight_decay=1e-3),
+        lambda: optax.novograd(1e-2, weight_decay=1e-3),
+    ),
+    Entry(
+        "SM3",  # the twin sees the dict tree's scalar as a vector: optax.sm3 fails on scalars
+        lambda: flr.optim.SM3(1e-2),
+        lambda: scalars_as_vectors(optax.sm3(1e-2)),
+        extra={"converge": lambda: flr.optim.SM3(0.1)},
+    ),
+    Entry(
+        "ADOPT",
+        lambda: flr.optim.ADOPT(1e-2, nesterov=True),
+        lambda: optax.contrib.adopt(1e-2, nesterov=True),
+    ),
     # -- end of section D
     # -- section E (issue 14)
     # -- end of section E

@@ -13,15 +13,19 @@ from flr_nnx.optim._adamaxw import AdamaxW as AdamaxW
 from flr_nnx.optim._adamw import AdamW as AdamW
 from flr_nnx.optim._adamw import NAdamW as NAdamW
 from flr_nnx.optim._adan import Adan as Adan
+from flr_nnx.optim._adopt import ADOPT as ADOPT
 from flr_nnx.optim._amsgrad import AMSGrad as AMSGrad
 from flr_nnx.optim._blocks import AddDecayedWeights as AddDecayedWeights
 from flr_nnx.optim._blocks import Clip as Clip
 from flr_nnx.optim._blocks import ClipByGlobalNorm as ClipByGlobalNorm
 from flr_nnx.optim._blocks import ScaleByLearningRate as ScaleByLearningRate
+from flr_nnx.optim._fromage import Fromage as Fromage
 from flr_nnx.optim._lamb import LAMB as LAMB
+from flr_nnx.optim._lars import LARS as LARS
 from flr_nnx.optim._lion import Lion as Lion
 from flr_nnx.optim._muon import Muon as Muon
 from flr_nnx.optim._nadam import NAdam as NAdam
+from flr_nnx.optim._novograd import NovoGrad as NovoGrad
 from flr_nnx.optim._optimistic import OptimisticAdamV2 as OptimisticAdamV2
 from flr_nnx.optim._optimistic import OptimisticGradientDescent as OptimisticGradientDescent
 from flr_nnx.optim._polyak import PolyakSGD as PolyakSGD
@@ -31,4 +35,5 @@ from flr_nnx.optim._rprop import Rprop as Rprop
 from flr_nnx.optim._sgd import SGD as SGD
 from flr_nnx.optim._sgd import SignSGD as SignSGD
 from flr_nnx.optim._signum import Signum as Signum
+from flr_nnx.optim._sm3 import SM3 as SM3
 from flr_nnx.optim._yogi import Yogi as Yogi

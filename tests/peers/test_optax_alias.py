@@ -82,6 +82,12 @@ _OPTIMIZERS_UNDER_TEST = (
     },
     {"opt_name": "sgd", "opt_kwargs": {"learning_rate": 1e-3, "momentum": 0.9}},
     {"opt_name": "sign_sgd", "opt_kwargs": {"learning_rate": 1e-1}},
+    # -- section D (issue 14): optax's entries, as they are in its table
+    {"opt_name": "lars", "opt_kwargs": {"learning_rate": 1.0}},
+    {"opt_name": "fromage", "opt_kwargs": {"learning_rate": 5e-3}},
+    {"opt_name": "novograd", "opt_kwargs": {"learning_rate": 1e-3}},
+    {"opt_name": "sm3", "opt_kwargs": {"learning_rate": 1.0}},
+    # -- end of section D
 )
 
 

@@ -59,6 +59,9 @@ from optax.transforms import _accumulation
 # Testing contributions coded as GradientTransformations
 _MAIN_OPTIMIZERS_UNDER_TEST = [
     {"opt_name": "muon", "opt_kwargs": {"learning_rate": 1e-2}},
+    # -- section D (issue 14): optax's entries, as they are in its table
+    {"opt_name": "adopt", "opt_kwargs": {"learning_rate": 1e-2}},
+    # -- end of section D
 ]
 for optimizer in _MAIN_OPTIMIZERS_UNDER_TEST:
     optimizer["wrapper_name"] = None
@@ -104,6 +107,10 @@ _BASE_OPTIMIZERS = [
     },
     {"opt_name": "adabelief", "opt_kwargs": {"learning_rate": 1.0}},
     {"opt_name": "radam", "opt_kwargs": {"learning_rate": 1.0}},
+    # -- section D (issue 14): optax's entries, as they are in its table
+    {"opt_name": "novograd", "opt_kwargs": {"learning_rate": 1.0}},
+    {"opt_name": "sm3", "opt_kwargs": {"learning_rate": 3.0}},
+    # -- end of section D
 ]
 # TODO(harshm): make LARS and Fromage work with mechanic.
 _OTHER_OPTIMIZERS_UNDER_TEST = [

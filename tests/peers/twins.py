@@ -57,6 +57,11 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     "optimistic_adam_v2": flr.optim.OptimisticAdamV2,
     # -- end of section C
     # -- section D (issue 14)
+    "lars": flr.optim.LARS,
+    "fromage": flr.optim.Fromage,
+    "novograd": flr.optim.NovoGrad,
+    "sm3": flr.optim.SM3,
+    "adopt": flr.optim.ADOPT,  # optax.contrib.adopt
     # -- end of section D
     # -- section E (issue 14)
     # -- end of section E
