@@ -208,5 +208,17 @@ ZOO: list[Entry] = [
     # -- section D (issue 14): LARS, Fromage, NovoGrad, SM3, ADOPT, AdEMAMix, SimplifiedAdEMAMix, MADGRAD
     # -- end of section D
     # -- section E (issue 14): AcProp, COCOB, DAdaptAdamW, DoG, DoWG, Prodigy, Momo, MomoAdam
+    Entry(
+        "AcProp",
+        lambda: flr.optim.AcProp(1e-2, weight_decay=1e-3),
+        lambda: optax.contrib.acprop(1e-2, weight_decay=1e-3),
+        extra={
+            "converge": lambda: flr.optim.AcProp(1e-2),
+            # its first step is plain SGD, and eps=1e-16 lets Rosenbrock's flat valley
+            # blow the step up (optax's too): a larger eps and a faster b2 there
+            "rosenbrock": lambda: flr.optim.AcProp(1e-3, b2=0.99, eps=1e-3),
+            "converge_steps": 4000,
+        },
+    ),
     # -- end of section E
 ]

@@ -3,6 +3,7 @@
 from flr_nnx._optimizer import Key as Key
 from flr_nnx._optimizer import Optimizer as Optimizer
 from flr_nnx._optimizer import call as call
+from flr_nnx.optim._acprop import AcProp as AcProp
 from flr_nnx.optim._adabelief import AdaBelief as AdaBelief
 from flr_nnx.optim._adafactor import Adafactor as Adafactor
 from flr_nnx.optim._adagrad import Adagrad as Adagrad

@@ -59,6 +59,9 @@ from optax.transforms import _accumulation
 # Testing contributions coded as GradientTransformations
 _MAIN_OPTIMIZERS_UNDER_TEST = [
     {"opt_name": "muon", "opt_kwargs": {"learning_rate": 1e-2}},
+    # -- section E (issue 14)
+    {"opt_name": "acprop", "opt_kwargs": {"learning_rate": 1e-3}},
+    # -- end of section E
 ]
 for optimizer in _MAIN_OPTIMIZERS_UNDER_TEST:
     optimizer["wrapper_name"] = None

@@ -51,6 +51,7 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     # -- section D (issue 14)
     # -- end of section D
     # -- section E (issue 14)
+    "acprop": flr.optim.AcProp,  # optax.contrib.acprop
     # -- end of section E
 }
 
