@@ -220,5 +220,25 @@ ZOO: list[Entry] = [
             "converge_steps": 4000,
         },
     ),
+    Entry(
+        "DoG",
+        lambda: flr.optim.DoG(weight_decay=1e-3),
+        lambda: optax.contrib.dog(weight_decay=1e-3),
+        extra={  # its own step (learning_rate=1) crawls down Rosenbrock's valley (optax's too)
+            "converge": flr.optim.DoG,
+            "rosenbrock": lambda: flr.optim.DoG(0.5),
+            "converge_steps": 4000,
+        },
+    ),
+    Entry(
+        "DoWG",
+        lambda: flr.optim.DoWG(optax.linear_schedule(1.0, 0.5, 100)),
+        lambda: optax.contrib.dowg(optax.linear_schedule(1.0, 0.5, 100)),
+        extra={  # its own step (learning_rate=1) crawls down Rosenbrock's valley (optax's too)
+            "converge": flr.optim.DoWG,
+            "rosenbrock": lambda: flr.optim.DoWG(0.5),
+            "converge_steps": 4000,
+        },
+    ),
     # -- end of section E
 ]

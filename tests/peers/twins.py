@@ -52,6 +52,8 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     # -- end of section D
     # -- section E (issue 14)
     "acprop": flr.optim.AcProp,  # optax.contrib.acprop
+    "dog": flr.optim.DoG,  # optax.contrib.dog
+    "dowg": flr.optim.DoWG,  # optax.contrib.dowg
     # -- end of section E
 }
 
