@@ -240,5 +240,15 @@ ZOO: list[Entry] = [
             "converge_steps": 4000,
         },
     ),
+    Entry(
+        "COCOB",
+        lambda: flr.optim.COCOB(weight_decay=1e-2),
+        lambda: optax.contrib.cocob(weight_decay=1e-2),
+        extra={  # its first bets are cautious (alpha=100): Rosenbrock's valley takes long
+            "converge": flr.optim.COCOB,
+            "rosenbrock": lambda: flr.optim.COCOB(alpha=3.0),
+            "converge_steps": 4000,
+        },
+    ),
     # -- end of section E
 ]

@@ -16,6 +16,7 @@ from flr_nnx.optim._blocks import AddDecayedWeights as AddDecayedWeights
 from flr_nnx.optim._blocks import Clip as Clip
 from flr_nnx.optim._blocks import ClipByGlobalNorm as ClipByGlobalNorm
 from flr_nnx.optim._blocks import ScaleByLearningRate as ScaleByLearningRate
+from flr_nnx.optim._cocob import COCOB as COCOB
 from flr_nnx.optim._dog import DoG as DoG
 from flr_nnx.optim._dog import DoWG as DoWG
 from flr_nnx.optim._lamb import LAMB as LAMB

@@ -61,6 +61,8 @@ _MAIN_OPTIMIZERS_UNDER_TEST = [
     {"opt_name": "muon", "opt_kwargs": {"learning_rate": 1e-2}},
     # -- section E (issue 14)
     {"opt_name": "acprop", "opt_kwargs": {"learning_rate": 1e-3}},
+    {"opt_name": "cocob", "opt_kwargs": {}},
+    {"opt_name": "cocob", "opt_kwargs": {"weight_decay": 1e-2}},
     {"opt_name": "dog", "opt_kwargs": {"learning_rate": 1.0}},
     {"opt_name": "dowg", "opt_kwargs": {"learning_rate": 1.0}},
     # -- end of section E

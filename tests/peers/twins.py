@@ -54,6 +54,7 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     "acprop": flr.optim.AcProp,  # optax.contrib.acprop
     "dog": flr.optim.DoG,  # optax.contrib.dog
     "dowg": flr.optim.DoWG,  # optax.contrib.dowg
+    "cocob": flr.optim.COCOB,  # optax.contrib.cocob
     # -- end of section E
 }
 
