@@ -250,5 +250,19 @@ ZOO: list[Entry] = [
             "converge_steps": 4000,
         },
     ),
+    Entry(
+        "Momo",
+        lambda: flr.optim.Momo(1e-1, weight_decay=1e-3, adapt_lower_bound=True),
+        lambda: optax.contrib.momo(1e-1, weight_decay=1e-3, adapt_lower_bound=True),
+        needs_loss=True,
+        extra={"converge": flr.optim.Momo},
+    ),
+    Entry(
+        "MomoAdam",
+        lambda: flr.optim.MomoAdam(1e-1, weight_decay=1e-3, adapt_lower_bound=True),
+        lambda: optax.contrib.momo_adam(1e-1, weight_decay=1e-3, adapt_lower_bound=True),
+        needs_loss=True,
+        extra={"converge": lambda: flr.optim.MomoAdam(1e-1)},
+    ),
     # -- end of section E
 ]

@@ -21,6 +21,8 @@ from flr_nnx.optim._dog import DoG as DoG
 from flr_nnx.optim._dog import DoWG as DoWG
 from flr_nnx.optim._lamb import LAMB as LAMB
 from flr_nnx.optim._lion import Lion as Lion
+from flr_nnx.optim._momo import Momo as Momo
+from flr_nnx.optim._momo import MomoAdam as MomoAdam
 from flr_nnx.optim._muon import Muon as Muon
 from flr_nnx.optim._nadam import NAdam as NAdam
 from flr_nnx.optim._polyak import PolyakSGD as PolyakSGD

@@ -55,6 +55,8 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     "dog": flr.optim.DoG,  # optax.contrib.dog
     "dowg": flr.optim.DoWG,  # optax.contrib.dowg
     "cocob": flr.optim.COCOB,  # optax.contrib.cocob
+    "momo": flr.optim.Momo,  # optax.contrib.momo
+    "momo_adam": flr.optim.MomoAdam,  # optax.contrib.momo_adam
     # -- end of section E
 }
 
