@@ -264,5 +264,21 @@ ZOO: list[Entry] = [
         needs_loss=True,
         extra={"converge": lambda: flr.optim.MomoAdam(1e-1)},
     ),
+    Entry(
+        "DAdaptAdamW",
+        lambda: flr.optim.DAdaptAdamW(1e-1, weight_decay=1e-3),
+        lambda: optax.contrib.dadapt_adamw(1e-1, weight_decay=1e-3),
+        extra={  # its estimated step overshoots in Rosenbrock's valley without a decay
+            "converge": flr.optim.DAdaptAdamW,
+            "rosenbrock": lambda: flr.optim.DAdaptAdamW(optax.cosine_decay_schedule(1.0, 4000)),
+            "converge_steps": 4000,
+        },
+    ),
+    Entry(
+        "Prodigy",
+        lambda: flr.optim.Prodigy(1e-1, weight_decay=1e-3, safeguard_warmup=True),
+        lambda: optax.contrib.prodigy(1e-1, weight_decay=1e-3, safeguard_warmup=True),
+        extra={"converge": flr.optim.Prodigy},
+    ),
     # -- end of section E
 ]

@@ -17,6 +17,8 @@ from flr_nnx.optim._blocks import Clip as Clip
 from flr_nnx.optim._blocks import ClipByGlobalNorm as ClipByGlobalNorm
 from flr_nnx.optim._blocks import ScaleByLearningRate as ScaleByLearningRate
 from flr_nnx.optim._cocob import COCOB as COCOB
+from flr_nnx.optim._dadapt import DAdaptAdamW as DAdaptAdamW
+from flr_nnx.optim._dadapt import Prodigy as Prodigy
 from flr_nnx.optim._dog import DoG as DoG
 from flr_nnx.optim._dog import DoWG as DoWG
 from flr_nnx.optim._lamb import LAMB as LAMB

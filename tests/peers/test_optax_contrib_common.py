@@ -63,10 +63,12 @@ _MAIN_OPTIMIZERS_UNDER_TEST = [
     {"opt_name": "acprop", "opt_kwargs": {"learning_rate": 1e-3}},
     {"opt_name": "cocob", "opt_kwargs": {}},
     {"opt_name": "cocob", "opt_kwargs": {"weight_decay": 1e-2}},
+    {"opt_name": "dadapt_adamw", "opt_kwargs": {"learning_rate": 1e-1}},
     {"opt_name": "dog", "opt_kwargs": {"learning_rate": 1.0}},
     {"opt_name": "dowg", "opt_kwargs": {"learning_rate": 1.0}},
     {"opt_name": "momo", "opt_kwargs": {"learning_rate": 1e-1}},
     {"opt_name": "momo_adam", "opt_kwargs": {"learning_rate": 1e-1}},
+    {"opt_name": "prodigy", "opt_kwargs": {"learning_rate": 1e-1}},
     # -- end of section E
 ]
 for optimizer in _MAIN_OPTIMIZERS_UNDER_TEST:

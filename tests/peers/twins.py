@@ -57,6 +57,8 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     "cocob": flr.optim.COCOB,  # optax.contrib.cocob
     "momo": flr.optim.Momo,  # optax.contrib.momo
     "momo_adam": flr.optim.MomoAdam,  # optax.contrib.momo_adam
+    "dadapt_adamw": flr.optim.DAdaptAdamW,  # optax.contrib.dadapt_adamw
+    "prodigy": flr.optim.Prodigy,  # optax.contrib.prodigy
     # -- end of section E
 }
 
