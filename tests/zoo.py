@@ -329,6 +329,78 @@ ZOO: list[Entry] = [
     ),
     # -- end of section D
     # -- section E (issue 14)
+    Entry(
+        "AcProp",
+        lambda: flr.optim.AcProp(1e-2, weight_decay=1e-3),
+        lambda: optax.contrib.acprop(1e-2, weight_decay=1e-3),
+        extra={
+            "converge": lambda: flr.optim.AcProp(1e-2),
+            # its first step is plain SGD, and eps=1e-16 lets Rosenbrock's flat valley
+            # blow the step up (optax's too): a larger eps and a faster b2 there
+            "rosenbrock": lambda: flr.optim.AcProp(1e-3, b2=0.99, eps=1e-3),
+            "converge_steps": 4000,
+        },
+    ),
+    Entry(
+        "DoG",
+        lambda: flr.optim.DoG(weight_decay=1e-3),
+        lambda: optax.contrib.dog(weight_decay=1e-3),
+        extra={  # its own step (learning_rate=1) crawls down Rosenbrock's valley (optax's too)
+            "converge": flr.optim.DoG,
+            "rosenbrock": lambda: flr.optim.DoG(0.5),
+            "converge_steps": 4000,
+        },
+    ),
+    Entry(
+        "DoWG",
+        lambda: flr.optim.DoWG(optax.linear_schedule(1.0, 0.5, 100)),
+        lambda: optax.contrib.dowg(optax.linear_schedule(1.0, 0.5, 100)),
+        extra={  # its own step (learning_rate=1) crawls down Rosenbrock's valley (optax's too)
+            "converge": flr.optim.DoWG,
+            "rosenbrock": lambda: flr.optim.DoWG(0.5),
+            "converge_steps": 4000,
+        },
+    ),
+    Entry(
+        "COCOB",
+        lambda: flr.optim.COCOB(weight_decay=1e-2),
+        lambda: optax.contrib.cocob(weight_decay=1e-2),
+        extra={  # its first bets are cautious (alpha=100): Rosenbrock's valley takes long
+            "converge": flr.optim.COCOB,
+            "rosenbrock": lambda: flr.optim.COCOB(alpha=3.0),
+            "converge_steps": 4000,
+        },
+    ),
+    Entry(
+        "Momo",
+        lambda: flr.optim.Momo(1e-1, weight_decay=1e-3, adapt_lower_bound=True),
+        lambda: optax.contrib.momo(1e-1, weight_decay=1e-3, adapt_lower_bound=True),
+        needs_loss=True,
+        extra={"converge": flr.optim.Momo},
+    ),
+    Entry(
+        "MomoAdam",
+        lambda: flr.optim.MomoAdam(1e-1, weight_decay=1e-3, adapt_lower_bound=True),
+        lambda: optax.contrib.momo_adam(1e-1, weight_decay=1e-3, adapt_lower_bound=True),
+        needs_loss=True,
+        extra={"converge": lambda: flr.optim.MomoAdam(1e-1)},
+    ),
+    Entry(
+        "DAdaptAdamW",
+        lambda: flr.optim.DAdaptAdamW(1e-1, weight_decay=1e-3),
+        lambda: optax.contrib.dadapt_adamw(1e-1, weight_decay=1e-3),
+        extra={  # its estimated step overshoots in Rosenbrock's valley without a decay
+            "converge": flr.optim.DAdaptAdamW,
+            "rosenbrock": lambda: flr.optim.DAdaptAdamW(optax.cosine_decay_schedule(1.0, 4000)),
+            "converge_steps": 4000,
+        },
+    ),
+    Entry(
+        "Prodigy",
+        lambda: flr.optim.Prodigy(1e-1, weight_decay=1e-3, safeguard_warmup=True),
+        lambda: optax.contrib.prodigy(1e-1, weight_decay=1e-3, safeguard_warmup=True),
+        extra={"converge": flr.optim.Prodigy},
+    ),
     # -- end of section E
     # -- section F (issue 14)
     # -- end of section F

@@ -3,6 +3,7 @@
 from flr_nnx._optimizer import Key as Key
 from flr_nnx._optimizer import Optimizer as Optimizer
 from flr_nnx._optimizer import call as call
+from flr_nnx.optim._acprop import AcProp as AcProp
 from flr_nnx.optim._adabelief import AdaBelief as AdaBelief
 from flr_nnx.optim._adadelta import Adadelta as Adadelta
 from flr_nnx.optim._adafactor import Adafactor as Adafactor
@@ -19,10 +20,17 @@ from flr_nnx.optim._blocks import AddDecayedWeights as AddDecayedWeights
 from flr_nnx.optim._blocks import Clip as Clip
 from flr_nnx.optim._blocks import ClipByGlobalNorm as ClipByGlobalNorm
 from flr_nnx.optim._blocks import ScaleByLearningRate as ScaleByLearningRate
+from flr_nnx.optim._cocob import COCOB as COCOB
+from flr_nnx.optim._dadapt import DAdaptAdamW as DAdaptAdamW
+from flr_nnx.optim._dadapt import Prodigy as Prodigy
+from flr_nnx.optim._dog import DoG as DoG
+from flr_nnx.optim._dog import DoWG as DoWG
 from flr_nnx.optim._fromage import Fromage as Fromage
 from flr_nnx.optim._lamb import LAMB as LAMB
 from flr_nnx.optim._lars import LARS as LARS
 from flr_nnx.optim._lion import Lion as Lion
+from flr_nnx.optim._momo import Momo as Momo
+from flr_nnx.optim._momo import MomoAdam as MomoAdam
 from flr_nnx.optim._muon import Muon as Muon
 from flr_nnx.optim._nadam import NAdam as NAdam
 from flr_nnx.optim._novograd import NovoGrad as NovoGrad

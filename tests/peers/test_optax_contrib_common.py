@@ -62,6 +62,17 @@ _MAIN_OPTIMIZERS_UNDER_TEST = [
     # -- section D (issue 14): optax's entries, as they are in its table
     {"opt_name": "adopt", "opt_kwargs": {"learning_rate": 1e-2}},
     # -- end of section D
+    # -- section E (issue 14)
+    {"opt_name": "acprop", "opt_kwargs": {"learning_rate": 1e-3}},
+    {"opt_name": "cocob", "opt_kwargs": {}},
+    {"opt_name": "cocob", "opt_kwargs": {"weight_decay": 1e-2}},
+    {"opt_name": "dadapt_adamw", "opt_kwargs": {"learning_rate": 1e-1}},
+    {"opt_name": "dog", "opt_kwargs": {"learning_rate": 1.0}},
+    {"opt_name": "dowg", "opt_kwargs": {"learning_rate": 1.0}},
+    {"opt_name": "momo", "opt_kwargs": {"learning_rate": 1e-1}},
+    {"opt_name": "momo_adam", "opt_kwargs": {"learning_rate": 1e-1}},
+    {"opt_name": "prodigy", "opt_kwargs": {"learning_rate": 1e-1}},
+    # -- end of section E
 ]
 for optimizer in _MAIN_OPTIMIZERS_UNDER_TEST:
     optimizer["wrapper_name"] = None

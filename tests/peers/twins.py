@@ -64,6 +64,14 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     "adopt": flr.optim.ADOPT,  # optax.contrib.adopt
     # -- end of section D
     # -- section E (issue 14)
+    "acprop": flr.optim.AcProp,  # optax.contrib.acprop
+    "dog": flr.optim.DoG,  # optax.contrib.dog
+    "dowg": flr.optim.DoWG,  # optax.contrib.dowg
+    "cocob": flr.optim.COCOB,  # optax.contrib.cocob
+    "momo": flr.optim.Momo,  # optax.contrib.momo
+    "momo_adam": flr.optim.MomoAdam,  # optax.contrib.momo_adam
+    "dadapt_adamw": flr.optim.DAdaptAdamW,  # optax.contrib.dadapt_adamw
+    "prodigy": flr.optim.Prodigy,  # optax.contrib.prodigy
     # -- end of section E
     # -- section F (issue 14)
     # -- end of section F
