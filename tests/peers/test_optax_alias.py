@@ -19,12 +19,10 @@ Source: optax 0.2.8 (the installed version), ``optax/_src/alias_test.py``
 (as shipped in the optax wheel). Changed, and nothing else (no assertion, no
 tolerance, no step count, no skip is changed):
 
-- ``_OPTIMIZERS_UNDER_TEST`` keeps only the entries whose optimizer has an
-  flr_nnx twin (``tests/peers/twins.py``; adabelief, adafactor x2, adagrad,
-  adam, adamax, adamw, amsgrad, lamb, lion, nadam, nadamw, polyak_sgd, radam,
-  rmsprop x2, sgd, sign_sgd), with the same kwargs. The others (adadelta,
-  adamaxw, adan, fromage, lars, noisy_sgd, novograd, optimistic_*, rprop,
-  signum, sm3, yogi) are optax's own and are not rerun here.
+- ``_OPTIMIZERS_UNDER_TEST`` is optax's table, verbatim, filtered by
+  ``twins.with_twins``: an entry runs when its optimizer has an flr_nnx twin
+  (``twins.OPTAX_TWINS``), with optax's kwargs; the others are optax's own
+  and are not rerun.
 - ``_get_opt(self, name)`` returns ``f(**kwargs) = flr.as_optax(Twin(**kwargs))``
   (with the twin's signature, which ``inject_hyperparams`` binds) instead of
   ``getattr(alias, name)``; ``test_explicit_dtype`` builds its momentum SGD the
@@ -59,20 +57,37 @@ from optax.transforms import _accumulation
 
 _OPTIMIZERS_UNDER_TEST = (
     {"opt_name": "adabelief", "opt_kwargs": {"learning_rate": 1e-2}},
+    {"opt_name": "adadelta", "opt_kwargs": {"learning_rate": 0.1}},
+    {"opt_name": "adadelta", "opt_kwargs": {}},
     {"opt_name": "adafactor", "opt_kwargs": {"learning_rate": 5e-3}},
     {"opt_name": "adafactor", "opt_kwargs": {}},
     {"opt_name": "adagrad", "opt_kwargs": {"learning_rate": 1.0}},
     {"opt_name": "adam", "opt_kwargs": {"learning_rate": 1e-1}},
     {"opt_name": "adamax", "opt_kwargs": {"learning_rate": 1e-1}},
+    {"opt_name": "adamaxw", "opt_kwargs": {"learning_rate": 1e-1}},
     {"opt_name": "adamw", "opt_kwargs": {"learning_rate": 1e-1}},
+    {"opt_name": "adan", "opt_kwargs": {"learning_rate": 1e-1}},
     {"opt_name": "amsgrad", "opt_kwargs": {"learning_rate": 1e-1}},
+    {"opt_name": "fromage", "opt_kwargs": {"learning_rate": 5e-3}},
     {"opt_name": "lamb", "opt_kwargs": {"learning_rate": 1e-3}},
+    {"opt_name": "lars", "opt_kwargs": {"learning_rate": 1.0}},
     {
         "opt_name": "lion",
         "opt_kwargs": {"learning_rate": 1e-2, "weight_decay": 1e-4},
     },
     {"opt_name": "nadam", "opt_kwargs": {"learning_rate": 1e-2}},
     {"opt_name": "nadamw", "opt_kwargs": {"learning_rate": 1e-2}},
+    {
+        "opt_name": "noisy_sgd",
+        "opt_kwargs": {"learning_rate": 1e-3, "eta": 1e-4, "key": 0},
+    },
+    {"opt_name": "novograd", "opt_kwargs": {"learning_rate": 1e-3}},
+    {"opt_name": "optimistic_adam", "opt_kwargs": {"learning_rate": 2e-3}},
+    {"opt_name": "optimistic_adam_v2", "opt_kwargs": {"learning_rate": 2e-3}},
+    {
+        "opt_name": "optimistic_gradient_descent",
+        "opt_kwargs": {"learning_rate": 2e-3, "alpha": 0.7, "beta": 0.1},
+    },
     {"opt_name": "polyak_sgd", "opt_kwargs": {"max_learning_rate": 1.0}},
     {"opt_name": "radam", "opt_kwargs": {"learning_rate": 5e-3}},
     {"opt_name": "rmsprop", "opt_kwargs": {"learning_rate": 5e-3}},
@@ -80,15 +95,15 @@ _OPTIMIZERS_UNDER_TEST = (
         "opt_name": "rmsprop",
         "opt_kwargs": {"learning_rate": 5e-3, "momentum": 0.9},
     },
+    {"opt_name": "rprop", "opt_kwargs": {"learning_rate": 1e-1}},
     {"opt_name": "sgd", "opt_kwargs": {"learning_rate": 1e-3, "momentum": 0.9}},
     {"opt_name": "sign_sgd", "opt_kwargs": {"learning_rate": 1e-1}},
-    # -- section D (issue 14): optax's entries, as they are in its table
-    {"opt_name": "lars", "opt_kwargs": {"learning_rate": 1.0}},
-    {"opt_name": "fromage", "opt_kwargs": {"learning_rate": 5e-3}},
-    {"opt_name": "novograd", "opt_kwargs": {"learning_rate": 1e-3}},
+    {"opt_name": "signum", "opt_kwargs": {"learning_rate": 1e-2}},
     {"opt_name": "sm3", "opt_kwargs": {"learning_rate": 1.0}},
-    # -- end of section D
+    {"opt_name": "yogi", "opt_kwargs": {"learning_rate": 1e-1}},
 )
+# The entries with an flr_nnx twin (tests/peers/twins.py), in optax's order.
+_OPTIMIZERS_UNDER_TEST = twins.with_twins(_OPTIMIZERS_UNDER_TEST)
 
 
 def _get_opt(self: absltest.TestCase, opt_name: str):

@@ -19,15 +19,12 @@ Source: optax 0.2.8 (the installed version), ``optax/contrib/_common_test.py``
 (as shipped in the optax wheel). Changed, and nothing else (no assertion, no
 tolerance, no step count, no skip is changed):
 
-- The tables keep only the entries whose optimizer has an flr_nnx twin, with
-  the same kwargs: from ``_MAIN_OPTIMIZERS_UNDER_TEST``, ``muon`` and the three
-  wrapper entries around ``sgd`` (mechanize, schedule_free,
-  reduce_on_plateau: optax's wrappers around the flr twin); from
-  ``_BASE_OPTIMIZERS`` (wrapped in mechanize), sgd x2, adam, adamw, adamax,
-  amsgrad, lamb, lion, rmsprop x2, adabelief, radam. The others (acprop,
-  ademamix, adopt, cocob, dadapt_adamw, dog, dowg, galore, madgrad, momo,
-  prodigy, schedule_free_*, sophia; adamaxw, adan, noisy_sgd, novograd,
-  optimistic_gradient_descent, sm3, yogi) are optax's own and are not rerun.
+- The tables are optax's, verbatim, filtered by ``twins.with_twins``: an entry
+  runs when its optimizer has an flr_nnx twin (``twins.OPTAX_TWINS``), with
+  optax's kwargs; the others (as of this writing: galore, schedule_free_*,
+  sophia, noisy_sgd, ...) are optax's own and are not rerun. The three wrapper
+  entries around ``sgd`` (mechanize, schedule_free, reduce_on_plateau) wrap the
+  flr twin in optax's wrappers.
 - ``_get_opt_factory(name)`` returns ``f(**kwargs) = flr.as_optax(Twin(**kwargs))``
   (``tests/peers/twins.py``: the twin's signature, which ``inject_hyperparams``
   binds and inspects for ``ns_steps``, and whose ``learning_rate`` is annotated
@@ -58,22 +55,33 @@ from optax.transforms import _accumulation
 # pylint: disable=invalid-name
 # Testing contributions coded as GradientTransformations
 _MAIN_OPTIMIZERS_UNDER_TEST = [
-    {"opt_name": "muon", "opt_kwargs": {"learning_rate": 1e-2}},
-    # -- section D (issue 14): optax's entries, as they are in its table
-    {"opt_name": "adopt", "opt_kwargs": {"learning_rate": 1e-2}},
-    # -- end of section D
-    # -- section E (issue 14)
     {"opt_name": "acprop", "opt_kwargs": {"learning_rate": 1e-3}},
+    {"opt_name": "ademamix", "opt_kwargs": {"learning_rate": 1e-3}},
+    {"opt_name": "simplified_ademamix", "opt_kwargs": {"learning_rate": 1e-3}},
+    {"opt_name": "adopt", "opt_kwargs": {"learning_rate": 1e-2}},
     {"opt_name": "cocob", "opt_kwargs": {}},
     {"opt_name": "cocob", "opt_kwargs": {"weight_decay": 1e-2}},
     {"opt_name": "dadapt_adamw", "opt_kwargs": {"learning_rate": 1e-1}},
     {"opt_name": "dog", "opt_kwargs": {"learning_rate": 1.0}},
     {"opt_name": "dowg", "opt_kwargs": {"learning_rate": 1.0}},
+    {"opt_name": "madgrad", "opt_kwargs": {"learning_rate": 1e-2}},
     {"opt_name": "momo", "opt_kwargs": {"learning_rate": 1e-1}},
     {"opt_name": "momo_adam", "opt_kwargs": {"learning_rate": 1e-1}},
+    {"opt_name": "muon", "opt_kwargs": {"learning_rate": 1e-2}},
     {"opt_name": "prodigy", "opt_kwargs": {"learning_rate": 1e-1}},
-    # -- end of section E
+    {
+        "opt_name": "schedule_free_sgd",
+        "opt_kwargs": {"learning_rate": 1e-2, "warmup_steps": 5000},
+    },
+    {
+        "opt_name": "schedule_free_adamw",
+        "opt_kwargs": {"learning_rate": 1e-2, "warmup_steps": 5000},
+    },
+    {"opt_name": "sophia", "opt_kwargs": {"learning_rate": 1e-2}},
+    {"opt_name": "galore", "opt_kwargs": {"learning_rate": 1e-2, "rank": 8}},
 ]
+# The entries with an flr_nnx twin (tests/peers/twins.py), in optax's order.
+_MAIN_OPTIMIZERS_UNDER_TEST = twins.with_twins(_MAIN_OPTIMIZERS_UNDER_TEST)
 for optimizer in _MAIN_OPTIMIZERS_UNDER_TEST:
     optimizer["wrapper_name"] = None
     optimizer["wrapper_kwargs"] = None
@@ -108,9 +116,20 @@ _BASE_OPTIMIZERS = [
     {"opt_name": "adam", "opt_kwargs": {"learning_rate": 1.0}},
     {"opt_name": "adamw", "opt_kwargs": {"learning_rate": 1.0}},
     {"opt_name": "adamax", "opt_kwargs": {"learning_rate": 1.0}},
+    {"opt_name": "adamaxw", "opt_kwargs": {"learning_rate": 1.0}},
+    {"opt_name": "adan", "opt_kwargs": {"learning_rate": 1.0}},
     {"opt_name": "amsgrad", "opt_kwargs": {"learning_rate": 1.0}},
     {"opt_name": "lamb", "opt_kwargs": {"learning_rate": 1.0}},
     {"opt_name": "lion", "opt_kwargs": {"learning_rate": 1.0, "b1": 0.99}},
+    {
+        "opt_name": "noisy_sgd",
+        "opt_kwargs": {"learning_rate": 1.0, "eta": 1e-4, "key": 0},
+    },
+    {"opt_name": "novograd", "opt_kwargs": {"learning_rate": 1.0}},
+    {
+        "opt_name": "optimistic_gradient_descent",
+        "opt_kwargs": {"learning_rate": 1.0, "alpha": 0.7, "beta": 0.1},
+    },
     {"opt_name": "rmsprop", "opt_kwargs": {"learning_rate": 1.0}},
     {
         "opt_name": "rmsprop",
@@ -118,11 +137,10 @@ _BASE_OPTIMIZERS = [
     },
     {"opt_name": "adabelief", "opt_kwargs": {"learning_rate": 1.0}},
     {"opt_name": "radam", "opt_kwargs": {"learning_rate": 1.0}},
-    # -- section D (issue 14): optax's entries, as they are in its table
-    {"opt_name": "novograd", "opt_kwargs": {"learning_rate": 1.0}},
     {"opt_name": "sm3", "opt_kwargs": {"learning_rate": 3.0}},
-    # -- end of section D
+    {"opt_name": "yogi", "opt_kwargs": {"learning_rate": 1.0, "b1": 0.99}},
 ]
+_BASE_OPTIMIZERS = twins.with_twins(_BASE_OPTIMIZERS)
 # TODO(harshm): make LARS and Fromage work with mechanic.
 _OTHER_OPTIMIZERS_UNDER_TEST = [
     {

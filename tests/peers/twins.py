@@ -198,3 +198,8 @@ def state_path(opt_state: Any, name: str, param: str) -> tuple[Any, ...]:
 def at(tree: Any, path: tuple[Any, ...]) -> Any:
     """``tree[path[0]][path[1]]...``."""
     return functools.reduce(operator.getitem, path, tree)
+
+
+def with_twins(table: Any) -> tuple[dict[str, Any], ...]:
+    """The entries of one of optax's test tables whose optimizer has an flr_nnx twin."""
+    return tuple(entry for entry in table if entry["opt_name"] in OPTAX_TWINS)
