@@ -200,6 +200,7 @@ def at(tree: Any, path: tuple[Any, ...]) -> Any:
     return functools.reduce(operator.getitem, path, tree)
 
 
-def with_twins(table: Any) -> tuple[dict[str, Any], ...]:
-    """The entries of one of optax's test tables whose optimizer has an flr_nnx twin."""
-    return tuple(entry for entry in table if entry["opt_name"] in OPTAX_TWINS)
+def with_twins(table: Any) -> Any:
+    """The entries of one of optax's test tables whose optimizer has an flr_nnx twin
+    (a list or a tuple, as the table was)."""
+    return type(table)(entry for entry in table if entry["opt_name"] in OPTAX_TWINS)
