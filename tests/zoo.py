@@ -212,5 +212,16 @@ ZOO: list[Entry] = [
     # -- section F (issue 14)
     # -- end of section F
     # -- section G (issue 14)
+    Entry(
+        "Mechanize(Adam)",  # Mechanic learns the scale of Adam's steps
+        lambda: flr.compose.Mechanize(flr.optim.Adam(1e-2)),
+        lambda: optax.contrib.mechanize(optax.adam(1e-2)),
+        # the learned scale creeps along Rosenbrock's valley (optax's too: 0.37 after 2000
+        # steps of Adam(1.0), 0.056 after 10000 of Adam(0.1), 0.031 after 16000)
+        extra={
+            "converge": lambda: flr.compose.Mechanize(flr.optim.Adam(0.1)),
+            "converge_steps": 16000,
+        },
+    ),
     # -- end of section G
 ]
