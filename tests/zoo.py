@@ -41,6 +41,27 @@ class Entry:
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+def lookahead_twin(fast: optax.GradientTransformation, *args: Any) -> optax.GradientTransformation:
+    """``optax.lookahead`` on the model's (fast) parameters, its slow ones in the state.
+
+    optax's lookahead takes ``LookaheadParams(fast, slow)``; the zoo passes plain
+    parameters. Its slow updates are applied here with ``optax.apply_updates``
+    (as a user of optax would) and its fast updates returned: the numbers a user
+    of ``optax.lookahead`` gets, as ``flr.compose.Lookahead`` keeps ``slow``.
+    """
+    tx = optax.lookahead(fast, *args)
+
+    def init(params):
+        return tx.init(optax.LookaheadParams.init_synced(params)), params
+
+    def update(updates, state, params, **_):
+        inner, slow = state
+        both, inner = tx.update(updates, inner, optax.LookaheadParams(fast=params, slow=slow))
+        return both.fast, (inner, optax.apply_updates(slow, both.slow))
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
 ZOO: list[Entry] = [
     Entry("Adam", lambda: flr.optim.Adam(1e-2), lambda: optax.adam(1e-2)),
     # -- section A: SGD, AdamW, NAdam, NAdamW, Adamax, AMSGrad, AdaBelief, RAdam, Lion, SignSGD
@@ -222,6 +243,22 @@ ZOO: list[Entry] = [
             "converge": lambda: flr.compose.Mechanize(flr.optim.Adam(0.1)),
             "converge_steps": 16000,
         },
+    ),
+    Entry(
+        # complex parameters as real pairs (tests/test_complex.py)
+        "SplitRealAndImaginary(SGD)",
+        lambda: flr.compose.SplitRealAndImaginary(flr.optim.SGD(1e-2, momentum=0.9)),
+        lambda: optax.contrib.split_real_and_imaginary(optax.sgd(1e-2, momentum=0.9)),
+        extra={
+            "rosenbrock": lambda: flr.compose.SplitRealAndImaginary(
+                flr.optim.SGD(1e-3, momentum=0.9)
+            )
+        },
+    ),
+    Entry(
+        "Lookahead(Adam)",  # slow weights as state; the twin passes optax LookaheadParams
+        lambda: flr.compose.Lookahead(flr.optim.Adam(1e-2), sync_period=3, slow_step_size=0.5),
+        lambda: lookahead_twin(optax.adam(1e-2), 3, 0.5),
     ),
     # -- end of section G
 ]

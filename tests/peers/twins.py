@@ -54,9 +54,18 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     # -- end of section E
     # -- section F (issue 14)
     # -- end of section F
-    # -- section G (issue 14)
+    # -- section G (issue 14): wrappers, in WRAPPER_TWINS below
     # -- end of section G
 }
+
+# -- section G (issue 14)
+# optax wrapper name -> flr_nnx twin (flr.compose), for optax's wrappers of optimizers.
+WRAPPER_TWINS: dict[str, type[flr.optim.Optimizer]] = {
+    "mechanize": flr.compose.Mechanize,  # optax.contrib.mechanize
+    "split_real_and_imaginary": flr.compose.SplitRealAndImaginary,  # optax.contrib
+    "lookahead": flr.compose.Lookahead,  # optax.lookahead
+}
+# -- end of section G
 
 
 def _signature(cls: type) -> inspect.Signature:
