@@ -12,7 +12,10 @@ from flr_nnx._optimizer import Key, Optimizer, call
 
 
 def _split(tree: Mapping[Key, jax.Array]) -> dict[Key, jax.Array]:
-    """Each complex array becomes two real ones in its place, keyed ``(*key, 'real')``, ``(*key, 'imaginary')``."""
+    """Splits each complex array into two real ones, in its place.
+
+    Keyed ``(*key, 'real')`` and ``(*key, 'imaginary')``, optax's field names.
+    """
     out = {}
     for key, x in tree.items():
         if jnp.iscomplexobj(x):
