@@ -104,6 +104,8 @@ REFUSED = {
     "AMSGrad": "real state",  # mu_dtype=bfloat16
     "Lion": "real state",  # mu_dtype=bfloat16
     "Chain(blocks)": "raises",  # optax.clip: complex numbers have no order
+    # optax.contrib.mechanize keeps complex learners, then clips and maxes them: no order
+    "Mechanize(Adam)": "complex state",
 }
 REFUSED_VARIANTS = [
     Entry(

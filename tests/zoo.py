@@ -58,6 +58,27 @@ def scalars_as_vectors(tx: optax.GradientTransformation) -> optax.GradientTransf
     return optax.GradientTransformation(init, update)
 
 
+def lookahead_twin(fast: optax.GradientTransformation, *args: Any) -> optax.GradientTransformation:
+    """``optax.lookahead`` on the model's (fast) parameters, its slow ones in the state.
+
+    optax's lookahead takes ``LookaheadParams(fast, slow)``; the zoo passes plain
+    parameters. Its slow updates are applied here with ``optax.apply_updates``
+    (as a user of optax would) and its fast updates returned: the numbers a user
+    of ``optax.lookahead`` gets, as ``flr.compose.Lookahead`` keeps ``slow``.
+    """
+    tx = optax.lookahead(fast, *args)
+
+    def init(params):
+        return tx.init(optax.LookaheadParams.init_synced(params)), params
+
+    def update(updates, state, params, **_):
+        inner, slow = state
+        both, inner = tx.update(updates, inner, optax.LookaheadParams(fast=params, slow=slow))
+        return both.fast, (inner, optax.apply_updates(slow, both.slow))
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
 ZOO: list[Entry] = [
     Entry("Adam", lambda: flr.optim.Adam(1e-2), lambda: optax.adam(1e-2)),
     # -- section A: SGD, AdamW, NAdam, NAdamW, Adamax, AMSGrad, AdaBelief, RAdam, Lion, SignSGD
@@ -405,5 +426,32 @@ ZOO: list[Entry] = [
     # -- section F (issue 14)
     # -- end of section F
     # -- section G (issue 14)
+    Entry(
+        "Mechanize(Adam)",  # Mechanic learns the scale of Adam's steps
+        lambda: flr.compose.Mechanize(flr.optim.Adam(1e-2)),
+        lambda: optax.contrib.mechanize(optax.adam(1e-2)),
+        # the learned scale creeps along Rosenbrock's valley (optax's too: 0.37 after 2000
+        # steps of Adam(1.0), 0.056 after 10000 of Adam(0.1), 0.031 after 16000)
+        extra={
+            "converge": lambda: flr.compose.Mechanize(flr.optim.Adam(0.1)),
+            "converge_steps": 16000,
+        },
+    ),
+    Entry(
+        # complex parameters as real pairs (tests/test_complex.py)
+        "SplitRealAndImaginary(SGD)",
+        lambda: flr.compose.SplitRealAndImaginary(flr.optim.SGD(1e-2, momentum=0.9)),
+        lambda: optax.contrib.split_real_and_imaginary(optax.sgd(1e-2, momentum=0.9)),
+        extra={
+            "rosenbrock": lambda: flr.compose.SplitRealAndImaginary(
+                flr.optim.SGD(1e-3, momentum=0.9)
+            )
+        },
+    ),
+    Entry(
+        "Lookahead(Adam)",  # slow weights as state; the twin passes optax LookaheadParams
+        lambda: flr.compose.Lookahead(flr.optim.Adam(1e-2), sync_period=3, slow_step_size=0.5),
+        lambda: lookahead_twin(optax.adam(1e-2), 3, 0.5),
+    ),
     # -- end of section G
 ]

@@ -29,8 +29,10 @@ tolerance, no step count, no skip is changed):
   (``tests/peers/twins.py``: the twin's signature, which ``inject_hyperparams``
   binds and inspects for ``ns_steps``, and whose ``learning_rate`` is annotated
   with optax's ``ScalarOrSchedule``, which the schedule test checks) instead of
-  ``getattr(contrib or alias, name)``. optax's wrappers (``mechanize``,
-  ``schedule_free``, ``reduce_on_plateau``) are unchanged.
+  ``getattr(contrib or alias, name)``; a wrapper with an flr_nnx twin
+  (``twins.WRAPPER_TWINS``: mechanize) is the twin around the base optimizer's
+  hook twin (``_wrapper``); the others (``schedule_free``, ``reduce_on_plateau``)
+  are optax's, around the flr twin.
 - Formatted with ruff (4-space indent, double quotes) and imports sorted, as
   the rest of this repository; the branches for optimizers that are not here
   (momo, sophia, ...) are dead code, kept to stay close to the source.
@@ -164,10 +166,17 @@ def _get_opt_factory(opt_name):
     raise ValueError(f"Unknown optimizer: {opt_name}")
 
 
+def _wrapper(wrapper_name):
+    """optax's wrapper, or its flr_nnx twin where there is one (``twins.WRAPPER_TWINS``)."""
+    if wrapper_name in twins.WRAPPER_TWINS:
+        return twins.wrapper_factory(wrapper_name)
+    return getattr(contrib, wrapper_name)
+
+
 def _wrap_opt(opt, wrapper_name, wrapper_kwargs):
     if wrapper_name == "reduce_on_plateau":
         return combine.chain(opt, contrib.reduce_on_plateau(**wrapper_kwargs))
-    return getattr(contrib, wrapper_name)(opt, **wrapper_kwargs)
+    return _wrapper(wrapper_name)(opt, **wrapper_kwargs)
 
 
 def _setup_parabola(dtype):
@@ -349,7 +358,7 @@ class ContribTest(parameterized.TestCase):
             hparams = opt_kwargs
         else:
             base_opt = _get_opt_factory(opt_name)(**opt_kwargs)
-            factory = getattr(contrib, wrapper_name)
+            factory = _wrapper(wrapper_name)
             factory = functools.partial(factory, base_opt)
             hparams = wrapper_kwargs
         opt = factory(**hparams)

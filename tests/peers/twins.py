@@ -75,9 +75,18 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     # -- end of section E
     # -- section F (issue 14)
     # -- end of section F
-    # -- section G (issue 14)
+    # -- section G (issue 14): wrappers, in WRAPPER_TWINS below
     # -- end of section G
 }
+
+# -- section G (issue 14)
+# optax wrapper name -> flr_nnx twin (flr.compose), for optax's wrappers of optimizers.
+WRAPPER_TWINS: dict[str, type[flr.optim.Optimizer]] = {
+    "mechanize": flr.compose.Mechanize,  # optax.contrib.mechanize
+    "split_real_and_imaginary": flr.compose.SplitRealAndImaginary,  # optax.contrib
+    "lookahead": flr.compose.Lookahead,  # optax.lookahead
+}
+# -- end of section G
 
 
 def _signature(cls: type) -> inspect.Signature:
@@ -103,11 +112,36 @@ def as_optax_factory(cls: type[flr.optim.Optimizer]) -> Callable[..., Any]:
     """``f(*args, **kwargs) -> flr.as_optax(cls(*args, **kwargs))``, with ``cls``'s signature."""
 
     def factory(*args: Any, **kwargs: Any) -> optax.GradientTransformationExtraArgs:
-        return flr.as_optax(cls(*args, **kwargs))
+        hook = cls(*args, **kwargs)
+        tx = flr.as_optax(hook)
+        _HOOKS[id(tx)] = (tx, hook)
+        return tx
 
     factory.__signature__ = _signature(cls)  # type: ignore[attr-defined]
     factory.__name__ = factory.__qualname__ = f"as_optax_{cls.__name__}"
     factory.__doc__ = f"flr.as_optax(flr.optim.{cls.__name__}(...))"
+    return factory
+
+
+# The hook optimizer behind each transformation `as_optax_factory` made (the
+# transformation is kept alive with it, so the id stays its own).
+_HOOKS: dict[int, tuple[Any, Any]] = {}
+
+
+def wrapper_factory(name: str) -> Callable[..., Any]:
+    """optax's wrapper ``name`` (``f(base_opt, **kwargs)``) as its flr_nnx twin: the twin
+    wraps the hook optimizer behind ``base_opt`` (made by :func:`as_optax_factory`)."""
+    cls = WRAPPER_TWINS[name]
+
+    def factory(base_opt: Any, *args: Any, **kwargs: Any) -> optax.GradientTransformationExtraArgs:
+        return flr.as_optax(cls(_HOOKS[id(base_opt)][1], *args, **kwargs))
+
+    sig = _signature(cls)
+    first, *rest = sig.parameters.values()
+    factory.__signature__ = sig.replace(  # type: ignore[attr-defined]
+        parameters=[first.replace(name="base_opt"), *rest]
+    )
+    factory.__name__ = factory.__qualname__ = f"as_optax_{cls.__name__}"
     return factory
 
 
