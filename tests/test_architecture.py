@@ -3,7 +3,7 @@
 Each module of ``flr_nnx`` belongs to one layer, found from its path; a module may import only
 from the layers its own layer depends on. The zoo may take only the base class's names from the
 core, nothing outside the engine imports an engine name with a leading underscore, no module
-is over 400 lines, and no six lines of code are written twice.
+is over 400 lines, and no six statements of code are written twice.
 """
 
 from __future__ import annotations
@@ -151,58 +151,46 @@ def test_module_size(path):
     )
 
 
-def _code_lines(path: pathlib.Path) -> list[tuple[int, int, str]]:
-    """(scope, line, text) of the code lines: no blank lines, comments, docstrings, imports
-    or signatures. ``scope`` is the line of the innermost function or class around the line, so
-    that a run of repeated lines is counted inside one definition, not across two."""
-    source = path.read_text()
-    tree = ast.parse(source)
-    skip: set[int] = set()
-    scope: dict[int, int] = {}
+def _statement_runs(path: pathlib.Path, window: int) -> list[tuple[int, tuple[str, ...]]]:
+    """(line, statements) for every run of ``window`` consecutive statements of one body,
+    and for every compound statement of ``window`` lines or more, as normalised source.
+
+    Statements, not physical lines: a call spread over lines by the formatter (a constructor
+    setting its hyperparameters) is one statement. Docstrings and imports do not count.
+    """
+    tree = ast.parse(path.read_text())
+    runs = []
     for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (
-            isinstance(body, list)
-            and body
-            and isinstance(body[0], ast.Expr)
-            and isinstance(body[0].value, ast.Constant)
-            and isinstance(body[0].value.value, str)
-        ):
-            skip.update(range(body[0].lineno, body[0].end_lineno + 1))
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            skip.update(range(node.lineno, node.end_lineno + 1))
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):  # signatures: boilerplate
-            first = min([node.lineno] + [d.lineno for d in node.decorator_list])
-            skip.update(range(first, node.body[0].lineno))
-    # ast.walk is breadth-first: inner definitions overwrite their outer ones' lines
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            for number in range(node.lineno, node.end_lineno + 1):
-                scope[number] = node.lineno
-    lines = []
-    for number, text in enumerate(source.splitlines(), 1):
-        text = text.strip()
-        if number in skip or not text or text.startswith("#"):
-            continue
-        lines.append((scope.get(number, 0), number, text))
-    return lines
+        for field in ("body", "orelse", "finalbody"):
+            body = getattr(node, field, None)
+            if not isinstance(body, list) or not body or not isinstance(body[0], ast.stmt):
+                continue
+            code = [
+                stmt
+                for stmt in body
+                if not isinstance(stmt, (ast.Import, ast.ImportFrom))
+                and not (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant))
+            ]
+            texts = [ast.unparse(stmt) for stmt in code]
+            for i in range(len(code) - window + 1):
+                runs.append((code[i].lineno, tuple(texts[i : i + window])))
+            for stmt, text in zip(code, texts, strict=True):
+                compound = not isinstance(stmt, (ast.FunctionDef, ast.ClassDef)) and hasattr(
+                    stmt, "body"
+                )
+                if compound and text.count("\n") + 1 >= window:
+                    runs.append((stmt.lineno, (text,)))
+    return runs
 
 
 def test_no_six_lines_written_twice():
     window = 6
     seen: dict[tuple[str, ...], list[str]] = collections.defaultdict(list)
     for path in MODULES:
-        lines = _code_lines(path)
-        for i in range(len(lines) - window + 1):
-            if lines[i][0] != lines[i + window - 1][0]:
-                continue
-            chunk = tuple(text for _, _, text in lines[i : i + window])
-            # a run of closing brackets or `else:`/`return` lines is not logic written twice
-            if sum(len(text) > 3 for text in chunk) < window - 1:
-                continue
-            seen[chunk].append(f"{path.relative_to(PACKAGE)}:{lines[i][1]}")
-    repeated = {chunk: places for chunk, places in seen.items() if len(places) > 1}
+        for line, run in _statement_runs(path, window):
+            seen[run].append(f"{path.relative_to(PACKAGE)}:{line}")
+    repeated = {run: places for run, places in seen.items() if len(places) > 1}
     shown = [
-        f"{' = '.join(places)}:\n    " + "\n    ".join(chunk) for chunk, places in repeated.items()
+        f"{' = '.join(places)}:\n    " + "\n    ".join(run) for run, places in repeated.items()
     ]
-    assert not repeated, "the same six lines of code in two places:\n" + "\n".join(shown[:10])
+    assert not repeated, "the same six statements in two places:\n" + "\n".join(shown[:10])
