@@ -267,6 +267,22 @@ ZOO: list[Entry] = [
         lambda: flr.optim.ADOPT(1e-2, nesterov=True),
         lambda: optax.contrib.adopt(1e-2, nesterov=True),
     ),
+    Entry(
+        "AdEMAMix",
+        lambda: flr.optim.AdEMAMix(
+            1e-2, weight_decay=1e-3, mask=flr.helpers.key_mask(lambda k: k[-1] != "bias")
+        ),
+        lambda: optax.contrib.ademamix(
+            1e-2, weight_decay=1e-3, mask=flr.helpers.key_mask(lambda k: k[-1] != "bias")
+        ),
+        # weight decay moves the minimum; a faster slow moment settles in 2000 steps
+        extra={"converge": lambda: flr.optim.AdEMAMix(1e-2, b3=0.99, alpha=2.0)},
+    ),
+    Entry(
+        "SimplifiedAdEMAMix",
+        lambda: flr.optim.SimplifiedAdEMAMix(1e-3, alpha=2.0),
+        lambda: optax.contrib.simplified_ademamix(1e-3, alpha=2.0),
+    ),
     # -- end of section D
     # -- section E (issue 14): AcProp, COCOB, DAdaptAdamW, DoG, DoWG, Prodigy, Momo, MomoAdam
     # -- end of section E

@@ -10,6 +10,8 @@ from flr_nnx.optim._adam import Adam as Adam
 from flr_nnx.optim._adamax import Adamax as Adamax
 from flr_nnx.optim._adamw import AdamW as AdamW
 from flr_nnx.optim._adamw import NAdamW as NAdamW
+from flr_nnx.optim._ademamix import AdEMAMix as AdEMAMix
+from flr_nnx.optim._ademamix import SimplifiedAdEMAMix as SimplifiedAdEMAMix
 from flr_nnx.optim._adopt import ADOPT as ADOPT
 from flr_nnx.optim._amsgrad import AMSGrad as AMSGrad
 from flr_nnx.optim._blocks import AddDecayedWeights as AddDecayedWeights

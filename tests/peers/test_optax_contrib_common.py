@@ -60,6 +60,8 @@ from optax.transforms import _accumulation
 _MAIN_OPTIMIZERS_UNDER_TEST = [
     {"opt_name": "muon", "opt_kwargs": {"learning_rate": 1e-2}},
     # -- section D (issue 14): optax's entries, as they are in its table
+    {"opt_name": "ademamix", "opt_kwargs": {"learning_rate": 1e-3}},
+    {"opt_name": "simplified_ademamix", "opt_kwargs": {"learning_rate": 1e-3}},
     {"opt_name": "adopt", "opt_kwargs": {"learning_rate": 1e-2}},
     # -- end of section D
 ]

@@ -54,6 +54,8 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     "novograd": flr.optim.NovoGrad,
     "sm3": flr.optim.SM3,
     "adopt": flr.optim.ADOPT,  # optax.contrib.adopt
+    "ademamix": flr.optim.AdEMAMix,  # optax.contrib.ademamix
+    "simplified_ademamix": flr.optim.SimplifiedAdEMAMix,  # optax.contrib.simplified_ademamix
     # -- end of section D
     # -- section E (issue 14)
     # -- end of section E
