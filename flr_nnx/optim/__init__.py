@@ -22,6 +22,7 @@ from flr_nnx.optim._fromage import Fromage as Fromage
 from flr_nnx.optim._lamb import LAMB as LAMB
 from flr_nnx.optim._lars import LARS as LARS
 from flr_nnx.optim._lion import Lion as Lion
+from flr_nnx.optim._madgrad import MADGRAD as MADGRAD
 from flr_nnx.optim._muon import Muon as Muon
 from flr_nnx.optim._nadam import NAdam as NAdam
 from flr_nnx.optim._novograd import NovoGrad as NovoGrad

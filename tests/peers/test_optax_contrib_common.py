@@ -63,6 +63,7 @@ _MAIN_OPTIMIZERS_UNDER_TEST = [
     {"opt_name": "ademamix", "opt_kwargs": {"learning_rate": 1e-3}},
     {"opt_name": "simplified_ademamix", "opt_kwargs": {"learning_rate": 1e-3}},
     {"opt_name": "adopt", "opt_kwargs": {"learning_rate": 1e-2}},
+    {"opt_name": "madgrad", "opt_kwargs": {"learning_rate": 1e-2}},
     # -- end of section D
 ]
 for optimizer in _MAIN_OPTIMIZERS_UNDER_TEST:

@@ -56,6 +56,7 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     "adopt": flr.optim.ADOPT,  # optax.contrib.adopt
     "ademamix": flr.optim.AdEMAMix,  # optax.contrib.ademamix
     "simplified_ademamix": flr.optim.SimplifiedAdEMAMix,  # optax.contrib.simplified_ademamix
+    "madgrad": flr.optim.MADGRAD,  # optax.contrib.madgrad
     # -- end of section D
     # -- section E (issue 14)
     # -- end of section E
