@@ -348,6 +348,37 @@ ZOO: list[Entry] = [
         lambda: flr.optim.ADOPT(1e-2, nesterov=True),
         lambda: optax.contrib.adopt(1e-2, nesterov=True),
     ),
+    Entry(
+        "AdEMAMix",
+        lambda: flr.optim.AdEMAMix(
+            1e-2, weight_decay=1e-3, mask=flr.helpers.key_mask(lambda k: k[-1] != "bias")
+        ),
+        lambda: optax.contrib.ademamix(
+            1e-2, weight_decay=1e-3, mask=flr.helpers.key_mask(lambda k: k[-1] != "bias")
+        ),
+        # weight decay moves the minimum; a faster slow moment settles in 2000 steps
+        extra={"converge": lambda: flr.optim.AdEMAMix(1e-2, b3=0.99, alpha=2.0)},
+    ),
+    Entry(
+        "SimplifiedAdEMAMix",
+        lambda: flr.optim.SimplifiedAdEMAMix(1e-3, alpha=2.0),
+        lambda: optax.contrib.simplified_ademamix(1e-3, alpha=2.0),
+    ),
+    Entry(
+        "MADGRAD",
+        lambda: flr.optim.MADGRAD(1e-2, weight_decay=1e-3),
+        lambda: optax.contrib.madgrad(1e-2, weight_decay=1e-3),
+        bit_identical=False,
+        why_not_bit_identical=(
+            "bit-identical in all 8 combinations; inside optax.MultiSteps' lax.cond XLA:CPU "
+            "fuses the new iterate (1 - momentum) * z + momentum * param differently on the "
+            "two sides: 1 ulp of the iterate (1.2e-7 at |param| ~ 1), which its difference "
+            "with param (the update, ~5e-3) shows as 2.4e-5 relative (bit-identical there "
+            "with momentum=0)"
+        ),
+        rtol=2.4e-5,
+        extra={"converge": lambda: flr.optim.MADGRAD(1e-2)},  # weight decay moves the minimum
+    ),
     # -- end of section D
     # -- section E (issue 14)
     Entry(

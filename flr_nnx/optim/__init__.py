@@ -14,6 +14,8 @@ from flr_nnx.optim._adamaxw import AdamaxW as AdamaxW
 from flr_nnx.optim._adamw import AdamW as AdamW
 from flr_nnx.optim._adamw import NAdamW as NAdamW
 from flr_nnx.optim._adan import Adan as Adan
+from flr_nnx.optim._ademamix import AdEMAMix as AdEMAMix
+from flr_nnx.optim._ademamix import SimplifiedAdEMAMix as SimplifiedAdEMAMix
 from flr_nnx.optim._adopt import ADOPT as ADOPT
 from flr_nnx.optim._amsgrad import AMSGrad as AMSGrad
 from flr_nnx.optim._blocks import AddDecayedWeights as AddDecayedWeights
@@ -29,6 +31,7 @@ from flr_nnx.optim._fromage import Fromage as Fromage
 from flr_nnx.optim._lamb import LAMB as LAMB
 from flr_nnx.optim._lars import LARS as LARS
 from flr_nnx.optim._lion import Lion as Lion
+from flr_nnx.optim._madgrad import MADGRAD as MADGRAD
 from flr_nnx.optim._momo import Momo as Momo
 from flr_nnx.optim._momo import MomoAdam as MomoAdam
 from flr_nnx.optim._muon import Muon as Muon

@@ -81,6 +81,13 @@ _MAIN_OPTIMIZERS_UNDER_TEST = [
     },
     {"opt_name": "sophia", "opt_kwargs": {"learning_rate": 1e-2}},
     {"opt_name": "galore", "opt_kwargs": {"learning_rate": 1e-2, "rank": 8}},
+    {"opt_name": "muon", "opt_kwargs": {"learning_rate": 1e-2}},
+    # -- section D (issue 14)
+    {"opt_name": "ademamix", "opt_kwargs": {"learning_rate": 1e-3}},
+    {"opt_name": "simplified_ademamix", "opt_kwargs": {"learning_rate": 1e-3}},
+    {"opt_name": "adopt", "opt_kwargs": {"learning_rate": 1e-2}},
+    {"opt_name": "madgrad", "opt_kwargs": {"learning_rate": 1e-2}},
+    # -- end of section D
 ]
 # The entries with an flr_nnx twin (tests/peers/twins.py), in optax's order.
 _MAIN_OPTIMIZERS_UNDER_TEST = twins.with_twins(_MAIN_OPTIMIZERS_UNDER_TEST)

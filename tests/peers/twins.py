@@ -62,6 +62,9 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     "novograd": flr.optim.NovoGrad,
     "sm3": flr.optim.SM3,
     "adopt": flr.optim.ADOPT,  # optax.contrib.adopt
+    "ademamix": flr.optim.AdEMAMix,  # optax.contrib.ademamix
+    "simplified_ademamix": flr.optim.SimplifiedAdEMAMix,  # optax.contrib.simplified_ademamix
+    "madgrad": flr.optim.MADGRAD,  # optax.contrib.madgrad
     # -- end of section D
     # -- section E (issue 14)
     "acprop": flr.optim.AcProp,  # optax.contrib.acprop
