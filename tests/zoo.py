@@ -210,6 +210,15 @@ ZOO: list[Entry] = [
     # -- section E (issue 14): AcProp, COCOB, DAdaptAdamW, DoG, DoWG, Prodigy, Momo, MomoAdam
     # -- end of section E
     # -- section F (issue 14)
+    Entry(
+        "NoisySGD",  # the noise is drawn from a PRNG key kept as state
+        lambda: flr.optim.NoisySGD(1e-2, key=0),
+        lambda: optax.noisy_sgd(1e-2, key=0),
+        extra={
+            "rosenbrock": lambda: flr.optim.NoisySGD(1e-3, eta=1e-4, key=0),
+            "converge_steps": 4000,
+        },
+    ),
     # -- end of section F
     # -- section G (issue 14)
     # -- end of section G

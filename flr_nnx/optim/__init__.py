@@ -19,6 +19,7 @@ from flr_nnx.optim._lamb import LAMB as LAMB
 from flr_nnx.optim._lion import Lion as Lion
 from flr_nnx.optim._muon import Muon as Muon
 from flr_nnx.optim._nadam import NAdam as NAdam
+from flr_nnx.optim._noisy_sgd import NoisySGD as NoisySGD
 from flr_nnx.optim._polyak import PolyakSGD as PolyakSGD
 from flr_nnx.optim._radam import RAdam as RAdam
 from flr_nnx.optim._rmsprop import RMSProp as RMSProp

@@ -53,6 +53,7 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     # -- section E (issue 14)
     # -- end of section E
     # -- section F (issue 14)
+    "noisy_sgd": flr.optim.NoisySGD,
     # -- end of section F
     # -- section G (issue 14)
     # -- end of section G
