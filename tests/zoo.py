@@ -219,6 +219,26 @@ ZOO: list[Entry] = [
             "converge_steps": 4000,
         },
     ),
+    Entry(
+        "ReduceOnPlateau",  # after momentum SGD; reduces (and cools down) within the 8 steps
+        lambda: flr.compose.Chain(
+            flr.optim.SGD(1e-2, momentum=0.9),
+            flr.optim.ReduceOnPlateau(factor=0.5, patience=2, rtol=1e-2, cooldown=1),
+        ),
+        lambda: optax.chain(
+            optax.sgd(1e-2, momentum=0.9),
+            optax.contrib.reduce_on_plateau(factor=0.5, patience=2, rtol=1e-2, cooldown=1),
+        ),
+        needs_loss=True,
+        extra={
+            "converge": lambda: flr.compose.Chain(
+                flr.optim.SGD(1e-2, momentum=0.9, nesterov=True), flr.optim.ReduceOnPlateau()
+            ),
+            "rosenbrock": lambda: flr.compose.Chain(
+                flr.optim.SGD(1e-3, momentum=0.9, nesterov=True), flr.optim.ReduceOnPlateau()
+            ),
+        },
+    ),
     # -- end of section F
     # -- section G (issue 14)
     # -- end of section G

@@ -22,6 +22,7 @@ from flr_nnx.optim._nadam import NAdam as NAdam
 from flr_nnx.optim._noisy_sgd import NoisySGD as NoisySGD
 from flr_nnx.optim._polyak import PolyakSGD as PolyakSGD
 from flr_nnx.optim._radam import RAdam as RAdam
+from flr_nnx.optim._reduce_on_plateau import ReduceOnPlateau as ReduceOnPlateau
 from flr_nnx.optim._rmsprop import RMSProp as RMSProp
 from flr_nnx.optim._sgd import SGD as SGD
 from flr_nnx.optim._sgd import SignSGD as SignSGD
