@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 import flr_nnx as flr
@@ -39,6 +40,34 @@ class Entry:
     rtol: float = 1e-6
     needs_loss: bool = False
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+# -- section F helpers (issue 14): Sophia reads an objective, optax's extra argument obj_fn=
+
+
+def _sophia_objective(params):
+    """A stand-in objective for Sophia's Hessian estimate (diagonal x**2), whatever the tree."""
+    return sum(jnp.sum(x.astype(jnp.float32) ** 4) / 12 for x in jax.tree.leaves(params))
+
+
+class _SophiaWithObjective(flr.optim.Sophia):
+    """Sophia given ``obj_fn=`` at every step, as a training loop passes it to ``update``."""
+
+    def call_model(self, grads, params, loss, **_):
+        return super().call_model(grads=grads, params=params, loss=loss, obj_fn=_sophia_objective)
+
+
+def _sophia_twin(*args, **kwargs):
+    """optax.contrib.sophia given the same ``obj_fn=`` at every step."""
+    tx = optax.contrib.sophia(*args, **kwargs)
+
+    def update(updates, state, params=None, **extra):
+        return tx.update(updates, state, params, **{**extra, "obj_fn": _sophia_objective})
+
+    return optax.GradientTransformationExtraArgs(tx.init, update)
+
+
+# -- end of section F helpers
 
 
 ZOO: list[Entry] = [
@@ -237,6 +266,17 @@ ZOO: list[Entry] = [
             "rosenbrock": lambda: flr.compose.Chain(
                 flr.optim.SGD(1e-3, momentum=0.9, nesterov=True), flr.optim.ReduceOnPlateau()
             ),
+        },
+    ),
+    Entry(
+        "Sophia",  # obj_fn= at every step; a Hessian estimate at steps 1, 3, 5, 7
+        lambda: _SophiaWithObjective(1e-2, update_interval=2, gamma=0.5),
+        lambda: _sophia_twin(1e-2, update_interval=2, gamma=0.5),
+        # clipped steps are sign-like: a decaying rate settles; weight decay moves the minimum
+        extra={
+            "converge": lambda: _SophiaWithObjective(
+                optax.exponential_decay(3e-2, 300, 0.5), weight_decay=0.0
+            )
         },
     ),
     # -- end of section F

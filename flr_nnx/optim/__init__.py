@@ -26,3 +26,4 @@ from flr_nnx.optim._reduce_on_plateau import ReduceOnPlateau as ReduceOnPlateau
 from flr_nnx.optim._rmsprop import RMSProp as RMSProp
 from flr_nnx.optim._sgd import SGD as SGD
 from flr_nnx.optim._sgd import SignSGD as SignSGD
+from flr_nnx.optim._sophia import Sophia as Sophia

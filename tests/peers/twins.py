@@ -55,6 +55,7 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     # -- section F (issue 14)
     "noisy_sgd": flr.optim.NoisySGD,
     "reduce_on_plateau": flr.optim.ReduceOnPlateau,  # optax.contrib.reduce_on_plateau
+    "sophia": flr.optim.Sophia,  # optax.contrib.sophia
     # -- end of section F
     # -- section G (issue 14)
     # -- end of section G
