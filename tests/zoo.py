@@ -20,6 +20,7 @@ Per-entry test settings in ``extra`` (read by tests/test_zoo.py; all optional):
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -65,6 +66,13 @@ def _sophia_twin(*args, **kwargs):
         return tx.update(updates, state, params, **{**extra, "obj_fn": _sophia_objective})
 
     return optax.GradientTransformationExtraArgs(tx.init, update)
+
+
+def _without_deprecation(make, *args, **kwargs):
+    """``make(*args, **kwargs)``, its DeprecationWarning silenced (optimistic_adam, v1)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return make(*args, **kwargs)
 
 
 # -- end of section F helpers
@@ -278,6 +286,11 @@ ZOO: list[Entry] = [
                 optax.exponential_decay(3e-2, 300, 0.5), weight_decay=0.0
             )
         },
+    ),
+    Entry(
+        "OptimisticAdam",  # optax's deprecated first version; Nesterov by default, as optax
+        lambda: _without_deprecation(flr.optim.OptimisticAdam, 1e-2, optimism=5e-3),
+        lambda: _without_deprecation(optax.optimistic_adam, 1e-2, optimism=5e-3),
     ),
     # -- end of section F
     # -- section G (issue 14)

@@ -20,6 +20,7 @@ from flr_nnx.optim._lion import Lion as Lion
 from flr_nnx.optim._muon import Muon as Muon
 from flr_nnx.optim._nadam import NAdam as NAdam
 from flr_nnx.optim._noisy_sgd import NoisySGD as NoisySGD
+from flr_nnx.optim._optimistic_adam import OptimisticAdam as OptimisticAdam
 from flr_nnx.optim._polyak import PolyakSGD as PolyakSGD
 from flr_nnx.optim._radam import RAdam as RAdam
 from flr_nnx.optim._reduce_on_plateau import ReduceOnPlateau as ReduceOnPlateau

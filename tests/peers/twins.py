@@ -56,6 +56,7 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     "noisy_sgd": flr.optim.NoisySGD,
     "reduce_on_plateau": flr.optim.ReduceOnPlateau,  # optax.contrib.reduce_on_plateau
     "sophia": flr.optim.Sophia,  # optax.contrib.sophia
+    "optimistic_adam": flr.optim.OptimisticAdam,  # deprecated in optax: warns as optax
     # -- end of section F
     # -- section G (issue 14)
     # -- end of section G
