@@ -13,7 +13,7 @@ from flr_nnx.optim._adam import Adam
 
 
 class OptimisticAdam(Adam):
-    r"""Optimistic Adam (Daskalakis et al., 2017), the twin of the deprecated ``optax.optimistic_adam``.
+    r"""Optimistic Adam (Daskalakis et al., 2017): the deprecated ``optax.optimistic_adam``.
 
     With :math:`u_t` Adam's bias-corrected step (:class:`Adam`, Nesterov by default),
 
