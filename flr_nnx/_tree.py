@@ -151,9 +151,11 @@ def hook_extras(
     """optax's extra arguments in the form the hooks see them.
 
     An argument shaped like the updates (optax's ``grad=``) becomes a dict keyed
-    like the hooks' ``grads`` (the parameters in ``keys``); ``value_fn`` (a
-    function of the parameter tree) becomes a function of such a dict, the
-    parameters it is not given taken from ``params``. Others pass unchanged.
+    like the hooks' ``grads`` (the parameters in ``keys``); a callable, such as
+    ``value_fn`` or ``optax.contrib.sophia``'s ``obj_fn`` (a function of the
+    parameter tree), becomes a function of such a dict, the parameters it is not
+    given taken from ``params`` (called with anything but a dict, it gets its
+    arguments unchanged). Others pass unchanged.
 
     Args:
         extra: the extra arguments given to ``update``, without ``value``.
@@ -172,7 +174,7 @@ def hook_extras(
     structure = jax.tree.structure(updates)
     out: dict[str, Any] = {}
     for name, value in extra.items():
-        if name == "value_fn" and callable(value):
+        if callable(value):  # value_fn, sophia's obj_fn: functions of the parameters
             out[name] = _flat_value_fn(value, updates if params is None else params)
         elif jax.tree.structure(value) == structure:
             value_keys, leaves, _ = flatten(value)
@@ -187,7 +189,9 @@ def _flat_value_fn(value_fn: Callable[[Any], Any], base: Any) -> Callable[[Any],
 
     known = set(base_keys)
 
-    def flat_value_fn(flat: Mapping[Key, Any]) -> Any:
+    def flat_value_fn(flat: Mapping[Key, Any], *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(flat, Mapping):  # not called with parameters: passed unchanged
+            return value_fn(flat, *args, **kwargs)
         unknown = [k for k in flat if k not in known]
         if unknown:
             raise ArgumentError(
@@ -195,6 +199,7 @@ def _flat_value_fn(value_fn: Callable[[Any], Any], base: Any) -> Callable[[Any],
                 f"(they look like {base_keys[:3]}). Fix: call it with a dict keyed like "
                 "`grads` (e.g. `{k: params[k] - step * g for k, g in grads.items()}`)."
             )
-        return value_fn(treedef.unflatten([flat.get(k, v) for k, v in zip(base_keys, base_leaves)]))
+        tree = treedef.unflatten([flat.get(k, v) for k, v in zip(base_keys, base_leaves)])
+        return value_fn(tree, *args, **kwargs)
 
     return flat_value_fn

@@ -20,10 +20,12 @@ Per-entry test settings in ``extra`` (read by tests/test_zoo.py; all optional):
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 import flr_nnx as flr
@@ -77,6 +79,41 @@ def lookahead_twin(fast: optax.GradientTransformation, *args: Any) -> optax.Grad
         return both.fast, (inner, optax.apply_updates(slow, both.slow))
 
     return optax.GradientTransformationExtraArgs(init, update)
+
+
+# -- section F helpers (issue 14): Sophia reads an objective, optax's extra argument obj_fn=
+
+
+def _sophia_objective(params):
+    """A stand-in objective for Sophia's Hessian estimate (diagonal x**2), whatever the tree."""
+    return sum(jnp.sum(x.astype(jnp.float32) ** 4) / 12 for x in jax.tree.leaves(params))
+
+
+class _SophiaWithObjective(flr.optim.Sophia):
+    """Sophia given ``obj_fn=`` at every step, as a training loop passes it to ``update``."""
+
+    def call_model(self, grads, params, loss, **_):
+        return super().call_model(grads=grads, params=params, loss=loss, obj_fn=_sophia_objective)
+
+
+def _sophia_twin(*args, **kwargs):
+    """optax.contrib.sophia given the same ``obj_fn=`` at every step."""
+    tx = optax.contrib.sophia(*args, **kwargs)
+
+    def update(updates, state, params=None, **extra):
+        return tx.update(updates, state, params, **{**extra, "obj_fn": _sophia_objective})
+
+    return optax.GradientTransformationExtraArgs(tx.init, update)
+
+
+def _without_deprecation(make, *args, **kwargs):
+    """``make(*args, **kwargs)``, its DeprecationWarning silenced (optimistic_adam, v1)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return make(*args, **kwargs)
+
+
+# -- end of section F helpers
 
 
 ZOO: list[Entry] = [
@@ -455,6 +492,51 @@ ZOO: list[Entry] = [
     ),
     # -- end of section E
     # -- section F (issue 14)
+    Entry(
+        "NoisySGD",  # the noise is drawn from a PRNG key kept as state
+        lambda: flr.optim.NoisySGD(1e-2, key=0),
+        lambda: optax.noisy_sgd(1e-2, key=0),
+        extra={
+            "rosenbrock": lambda: flr.optim.NoisySGD(1e-3, eta=1e-4, key=0),
+            "converge_steps": 4000,
+        },
+    ),
+    Entry(
+        "ReduceOnPlateau",  # after momentum SGD; reduces (and cools down) within the 8 steps
+        lambda: flr.compose.Chain(
+            flr.optim.SGD(1e-2, momentum=0.9),
+            flr.optim.ReduceOnPlateau(factor=0.5, patience=2, rtol=1e-2, cooldown=1),
+        ),
+        lambda: optax.chain(
+            optax.sgd(1e-2, momentum=0.9),
+            optax.contrib.reduce_on_plateau(factor=0.5, patience=2, rtol=1e-2, cooldown=1),
+        ),
+        needs_loss=True,
+        extra={
+            "converge": lambda: flr.compose.Chain(
+                flr.optim.SGD(1e-2, momentum=0.9, nesterov=True), flr.optim.ReduceOnPlateau()
+            ),
+            "rosenbrock": lambda: flr.compose.Chain(
+                flr.optim.SGD(1e-3, momentum=0.9, nesterov=True), flr.optim.ReduceOnPlateau()
+            ),
+        },
+    ),
+    Entry(
+        "Sophia",  # obj_fn= at every step; a Hessian estimate at steps 1, 3, 5, 7
+        lambda: _SophiaWithObjective(1e-2, update_interval=2, gamma=0.5),
+        lambda: _sophia_twin(1e-2, update_interval=2, gamma=0.5),
+        # clipped steps are sign-like: a decaying rate settles; weight decay moves the minimum
+        extra={
+            "converge": lambda: _SophiaWithObjective(
+                optax.exponential_decay(3e-2, 300, 0.5), weight_decay=0.0
+            )
+        },
+    ),
+    Entry(
+        "OptimisticAdam",  # optax's deprecated first version; Nesterov by default, as optax
+        lambda: _without_deprecation(flr.optim.OptimisticAdam, 1e-2, optimism=5e-3),
+        lambda: _without_deprecation(optax.optimistic_adam, 1e-2, optimism=5e-3),
+    ),
     # -- end of section F
     # -- section G (issue 14)
     Entry(

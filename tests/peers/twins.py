@@ -77,6 +77,10 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     "prodigy": flr.optim.Prodigy,  # optax.contrib.prodigy
     # -- end of section E
     # -- section F (issue 14)
+    "noisy_sgd": flr.optim.NoisySGD,
+    "reduce_on_plateau": flr.optim.ReduceOnPlateau,  # optax.contrib.reduce_on_plateau
+    "sophia": flr.optim.Sophia,  # optax.contrib.sophia
+    "optimistic_adam": flr.optim.OptimisticAdam,  # deprecated in optax: warns as optax
     # -- end of section F
     # -- section G (issue 14): wrappers, in WRAPPER_TWINS below
     # -- end of section G
