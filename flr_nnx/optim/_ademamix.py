@@ -134,7 +134,7 @@ class AdEMAMix(Optimizer):
 
 
 class SimplifiedAdEMAMix(Optimizer):
-    r"""Simplified AdEMAMix (Morwani et al., 2025), the twin of ``optax.contrib.simplified_ademamix``.
+    r"""Simplified AdEMAMix (Morwani et al., 2025), twin of ``optax.contrib.simplified_ademamix``.
 
     .. math::
 
