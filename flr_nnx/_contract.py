@@ -14,7 +14,7 @@ Key = tuple[str | int, ...]  # as flr_nnx._optimizer.Key (which imports this mod
 
 
 # The constructors' checks of hyperparameters, by optimizer class name and attribute
-# (registered by `flr_nnx.optim.check_hyper`): applied again when a live one is set,
+# (registered by `flr_nnx.helpers.check_hyper`): applied again when a live one is set,
 # and they tell which attributes are hyperparameters.
 CHECKS: dict[tuple[str, str], Callable[[Any], None]] = {}
 

@@ -164,6 +164,7 @@ class Optimizer:
         loss: Any,
         grads: dict[Key, jax.Array],
         params: Mapping[Key, jax.Array],
+        nnx_variables: Any = None,
         **extra: Any,
     ) -> dict[Key, jax.Array]:
         """Computes one step: :meth:`call_model`, then :meth:`call_param` per key.
@@ -172,6 +173,10 @@ class Optimizer:
             loss: the loss of this step (if the caller provided it).
             grads: gradients, a dict from parameter key to array.
             params: current parameters, keyed like ``grads``.
+            nnx_variables: the model's Variables by key, which :class:`~flr_nnx.NNXOptimizer`
+                passes (``None`` elsewhere); a hook gets it only if its signature names it,
+                and an optimizer that overrides ``__call__`` and calls others names it to
+                pass it on, so that ``**extra`` passed on to optax never carries it.
             **extra: optax's extra arguments (see :meth:`call_model`), passed on
                 to :meth:`call_model`. An optimizer that calls other optimizers
                 passes them on with :func:`flr_nnx.optim.call`.
@@ -180,7 +185,14 @@ class Optimizer:
             A dict from parameter key to update (positive = descent).
         """
         known = grads
-        grads = call(self.call_model, grads=grads, params=params, loss=loss, **extra)
+        grads = call(
+            self.call_model,
+            grads=grads,
+            params=params,
+            loss=loss,
+            nnx_variables=nnx_variables,
+            **extra,
+        )
         check_model_grads(self, grads, known)
         return {
             key: checked_call(self.call_param, key=key, grad=grad, param=params[key])
@@ -223,8 +235,8 @@ class Optimizer:
 
 _CORE = frozenset({"loss", "grads", "params"})
 _HOOK_ARGUMENTS = _CORE | {"key", "grad", "param"}
-# Extra arguments a bridge adds (not optax's): optimizers get them to pass on, a hook
-# only if it names them, so a hook passing `**kwargs` on to optax never sees them.
+# Extra arguments a bridge adds (not optax's): a hook or an optimizer gets them only if
+# its signature names them.
 BY_NAME = frozenset({"nnx_variables"})
 
 
@@ -254,8 +266,9 @@ def call(hook: Callable[..., Any], /, **kwargs: Any) -> Any:
     names, takes_all = _signature(hook)
     if not takes_all:
         kwargs = {k: v for k, v in kwargs.items() if k in names or k in _CORE}
-    elif not isinstance(hook, Optimizer):
-        kwargs = {k: v for k, v in kwargs.items() if k not in BY_NAME or k in names}
+    # A bridge's own extras reach only what names them (optimizers that pass them on
+    # name them too), so `**kwargs` passed on to optax never carries them.
+    kwargs = {k: v for k, v in kwargs.items() if k not in BY_NAME or (k in names and v is not None)}
     return checked_call(hook, **kwargs)
 
 

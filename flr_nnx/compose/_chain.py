@@ -56,8 +56,10 @@ class Chain(Optimizer):
         loss: Any,
         grads: dict[Key, jax.Array],
         params: Mapping[Key, jax.Array],
+        nnx_variables: Any = None,
         **extra: Any,
     ) -> dict[Key, jax.Array]:
+        extra = {**extra, "nnx_variables": nnx_variables}  # passed on by name
         for link in self.links:
             grads = call(link, loss=loss, grads=grads, params=params, **extra)
         return grads

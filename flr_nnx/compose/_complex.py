@@ -66,8 +66,10 @@ class SplitRealAndImaginary(Optimizer):
         loss: Any,
         grads: dict[Key, jax.Array],
         params: Mapping[Key, jax.Array],
+        nnx_variables: Any = None,
         **extra: Any,
     ) -> dict[Key, jax.Array]:
+        extra = {**extra, "nnx_variables": nnx_variables}  # passed on by name
         if isinstance(params, Mapping):
             params = _split({k: params[k] for k in grads})
         steps = call(self.inner, loss=loss, grads=_split(grads), params=params, **extra)

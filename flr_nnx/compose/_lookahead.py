@@ -82,8 +82,10 @@ class Lookahead(Optimizer):
         loss: Any,
         grads: dict[Key, jax.Array],
         params: Mapping[Key, jax.Array],
+        nnx_variables: Any = None,
         **extra: Any,
     ) -> dict[Key, jax.Array]:
+        extra = {**extra, "nnx_variables": nnx_variables}  # passed on by name
         steps = call(self.fast, loss=loss, grads=grads, params=params, **extra)
         sync_next = self.steps_since_sync == (self.sync_period - 1)
         updates = {}

@@ -81,8 +81,10 @@ class Mechanize(Optimizer):
         loss: Any,
         grads: dict[Key, jax.Array],
         params: Mapping[Key, jax.Array],
+        nnx_variables: Any = None,
         **extra: Any,
     ) -> dict[Key, jax.Array]:
+        extra = {**extra, "nnx_variables": nnx_variables}  # passed on by name
         for k, g in grads.items():
             reject_complex(
                 "Mechanize",

@@ -105,8 +105,10 @@ class Packed(Optimizer):
         loss: Any,
         grads: dict[Key, jax.Array],
         params: Mapping[Key, jax.Array],
+        nnx_variables: Any = None,
         **extra: Any,
     ) -> dict[Key, jax.Array]:
+        extra = {**extra, "nnx_variables": nnx_variables}  # passed on by name
         groups: dict[Key, list[Key]] = {}
         for key, grad in grads.items():
             groups.setdefault(_group_of(grad), []).append(key)

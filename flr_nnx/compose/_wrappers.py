@@ -110,7 +110,8 @@ class MultiSteps(Optimizer):
         self.gradient_step = jnp.zeros([], jnp.int32)
         self.acc: dict = {}
 
-    def __call__(self, loss, grads, params, **extra):
+    def __call__(self, loss, grads, params, nnx_variables=None, **extra):
+        extra = {**extra, "nnx_variables": nnx_variables}  # passed on by name
         acc = {}
         for key, grad in grads.items():
             if key not in self.acc:
@@ -180,7 +181,8 @@ class SkipNonFinite(Optimizer):
         self.last_finite = jnp.array(True, jnp.bool_)
         self.total_notfinite = jnp.zeros([], jnp.int32)
 
-    def __call__(self, loss, grads, params, **extra):
+    def __call__(self, loss, grads, params, nnx_variables=None, **extra):
+        extra = {**extra, "nnx_variables": nnx_variables}  # passed on by name
         isfinite = jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in grads.values()]))
         self.notfinite_count = jnp.where(
             isfinite, jnp.zeros([], jnp.int32), optax.safe_increment(self.notfinite_count)
@@ -231,7 +233,8 @@ class MixedPrecision(Optimizer):
         self.inner = opt
         self.state_dtype = jnp.dtype(state_dtype)
 
-    def __call__(self, loss, grads, params, **extra):
+    def __call__(self, loss, grads, params, nnx_variables=None, **extra):
+        extra = {**extra, "nnx_variables": nnx_variables}  # passed on by name
         target = self.state_dtype
         up = {
             k: g.astype(target) if _low_precision(g.dtype, target) else g for k, g in grads.items()
