@@ -105,6 +105,9 @@ REFUSED = {
     "AMSGrad": "real state",  # mu_dtype=bfloat16
     "Lion": "real state",  # mu_dtype=bfloat16
     "Chain(blocks)": "raises",  # optax.clip: complex numbers have no order
+    "SM3": "raises",  # optax.sm3 refuses complex parameters
+    "ADOPT": "raises",  # its clipping: complex numbers have no order
+    "MADGRAD": "raises",  # jnp.cbrt takes no complex numbers (a TypeError)
 }
 REFUSED_VARIANTS = [
     Entry(
@@ -168,7 +171,7 @@ def _optax_behaviour(entry: Entry) -> str:
             state = jax.jit(tx.init)(params)
             grads = flr.testing.default_grads(jnp.int32(0), params)
             jax.jit(tx.update)(grads, state, params)
-        except ValueError:
+        except (ValueError, TypeError):
             return "raises"
     # JAX warns as optax casts the complex moment to its real state dtype.
     dropped = any("Casting from complex to real" in str(w.message) for w in caught)
