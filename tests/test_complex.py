@@ -106,6 +106,9 @@ REFUSED = {
     "Chain(blocks)": "raises",  # optax.clip: complex numbers have no order
     # optax.contrib.mechanize keeps complex learners, then clips and maxes them: no order
     "Mechanize(Adam)": "complex state",
+    "SM3": "raises",  # optax.sm3 refuses complex parameters
+    "ADOPT": "raises",  # its clipping: complex numbers have no order
+    "MADGRAD": "raises",  # jnp.cbrt takes no complex numbers (a TypeError)
 }
 REFUSED_VARIANTS = [
     Entry(
@@ -172,7 +175,7 @@ def _optax_behaviour(entry: Entry) -> str:
             state = jax.jit(tx.init)(params)
             grads = flr.testing.default_grads(jnp.int32(0), params)
             jax.jit(tx.update)(grads, state, params)
-        except ValueError:
+        except (ValueError, TypeError):
             return "raises"
     # JAX warns as optax casts the complex moment to its real state dtype.
     dropped = any("Casting from complex to real" in str(w.message) for w in caught)

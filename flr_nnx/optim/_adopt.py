@@ -15,6 +15,7 @@ from flr_nnx.helpers import (
     cast,
     check_complex_state,
     ema,
+    reject_complex,
     scale,
     set_hypers,
     tick,
@@ -101,6 +102,14 @@ class ADOPT(Optimizer):
         return grads
 
     def call_param(self, key, grad, **_):
+        if self.use_clipping:
+            reject_complex(
+                type(self).__name__,
+                key,
+                grad,
+                "complex numbers have no order to clip by (optax's adopt raises a ValueError too)",
+                "pass use_clipping=False, or keep this parameter real.",
+            )
         check_complex_state(type(self).__name__, key, grad, self.mu_dtype, "mu_dtype", self.mu)
         if key not in self.mu:
             self.mu[key] = jnp.zeros_like(grad, dtype=self.mu_dtype)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from flr_nnx._optimizer import Optimizer
-from flr_nnx.helpers import Mask, ScalarOrSchedule, cast, decayed, set_hypers, tick
+from flr_nnx.helpers import Mask, ScalarOrSchedule, cast, decayed, reject_complex, set_hypers, tick
 
 
 class MADGRAD(Optimizer):
@@ -69,6 +69,14 @@ class MADGRAD(Optimizer):
         return grads
 
     def call_param(self, key, grad, param):
+        reject_complex(
+            type(self).__name__,
+            key,
+            grad,
+            "its denominator is a cube root of a sum of squares (optax's madgrad raises a "
+            "TypeError: cbrt takes no complex numbers)",
+            "keep this parameter real, or optimize it with another optimizer (Adam).",
+        )
         if key not in self.x0:
             self.x0[key] = param  # the initial parameters: init records this first value
             self.grad_sum_sq[key] = jnp.zeros_like(grad)
