@@ -20,13 +20,15 @@ Source: optax 0.2.8 (the installed version), ``optax/contrib/_common_test.py``
 tolerance, no step count, no skip is changed):
 
 - The tables keep only the entries whose optimizer has an flr_nnx twin, with
-  the same kwargs: from ``_MAIN_OPTIMIZERS_UNDER_TEST``, ``muon`` and the three
+  the same kwargs: from ``_MAIN_OPTIMIZERS_UNDER_TEST``, ``muon``, issue 14's
+  sections (E: acprop, cocob x2, dadapt_adamw, dog, dowg, momo, momo_adam,
+  prodigy) and the three
   wrapper entries around ``sgd`` (mechanize, schedule_free,
   reduce_on_plateau: optax's wrappers around the flr twin); from
   ``_BASE_OPTIMIZERS`` (wrapped in mechanize), sgd x2, adam, adamw, adamax,
-  amsgrad, lamb, lion, rmsprop x2, adabelief, radam. The others (acprop,
-  ademamix, adopt, cocob, dadapt_adamw, dog, dowg, galore, madgrad, momo,
-  prodigy, schedule_free_*, sophia; adamaxw, adan, noisy_sgd, novograd,
+  amsgrad, lamb, lion, rmsprop x2, adabelief, radam. The others (
+  ademamix, adopt, galore, madgrad,
+  schedule_free_*, sophia; adamaxw, adan, noisy_sgd, novograd,
   optimistic_gradient_descent, sm3, yogi) are optax's own and are not rerun.
 - ``_get_opt_factory(name)`` returns ``f(**kwargs) = flr.as_optax(Twin(**kwargs))``
   (``tests/peers/twins.py``: the twin's signature, which ``inject_hyperparams``
