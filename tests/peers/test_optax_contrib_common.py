@@ -38,7 +38,7 @@ tolerance, no step count, no skip is changed):
   ``schedule_free``, ``reduce_on_plateau``) are unchanged.
 - Formatted with ruff (4-space indent, double quotes) and imports sorted, as
   the rest of this repository; the branches for optimizers that are not here
-  (momo, sophia, ...) are dead code, kept to stay close to the source.
+  (sophia, ...) are dead code, kept to stay close to the source.
 
 ``optax.tree.map_params``, ``inject_hyperparams``, ``MultiSteps``, ``jax.jit``
 recompilation checks: all kept, on purpose.
