@@ -25,6 +25,17 @@ tolerance, no step count, no skip is changed):
   sophia, noisy_sgd, ...) are optax's own and are not rerun. The three wrapper
   entries around ``sgd`` (mechanize, schedule_free, reduce_on_plateau) wrap the
   flr twin in optax's wrappers.
+- The tables keep only the entries whose optimizer has an flr_nnx twin, with
+  the same kwargs: from ``_MAIN_OPTIMIZERS_UNDER_TEST``, ``muon``, issue 14's
+  sections (E: acprop, cocob x2, dadapt_adamw, dog, dowg, momo, momo_adam,
+  prodigy) and the three
+  wrapper entries around ``sgd`` (mechanize, schedule_free,
+  reduce_on_plateau: optax's wrappers around the flr twin); from
+  ``_BASE_OPTIMIZERS`` (wrapped in mechanize), sgd x2, adam, adamw, adamax,
+  amsgrad, lamb, lion, rmsprop x2, adabelief, radam. The others (
+  ademamix, adopt, galore, madgrad,
+  schedule_free_*, sophia; adamaxw, adan, noisy_sgd, novograd,
+  optimistic_gradient_descent, sm3, yogi) are optax's own and are not rerun.
 - ``_get_opt_factory(name)`` returns ``f(**kwargs) = flr.as_optax(Twin(**kwargs))``
   (``tests/peers/twins.py``: the twin's signature, which ``inject_hyperparams``
   binds and inspects for ``ns_steps``, and whose ``learning_rate`` is annotated
@@ -35,7 +46,7 @@ tolerance, no step count, no skip is changed):
   are optax's, around the flr twin.
 - Formatted with ruff (4-space indent, double quotes) and imports sorted, as
   the rest of this repository; the branches for optimizers that are not here
-  (momo, sophia, ...) are dead code, kept to stay close to the source.
+  (sophia, ...) are dead code, kept to stay close to the source.
 
 ``optax.tree.map_params``, ``inject_hyperparams``, ``MultiSteps``, ``jax.jit``
 recompilation checks: all kept, on purpose.
