@@ -86,7 +86,8 @@ def lookahead_twin(fast: optax.GradientTransformation, *args: Any) -> optax.Grad
 
 def _sophia_objective(params):
     """A stand-in objective for Sophia's Hessian estimate (diagonal x**2), whatever the tree."""
-    return sum(jnp.sum(x.astype(jnp.float32) ** 4) / 12 for x in jax.tree.leaves(params))
+    real = [x if jnp.iscomplexobj(x) else x.astype(jnp.float32) for x in jax.tree.leaves(params)]
+    return sum(jnp.sum(flr.helpers.abs_sq(x) ** 2) / 12 for x in real)
 
 
 class _SophiaWithObjective(flr.optim.Sophia):

@@ -18,6 +18,7 @@ from flr_nnx.helpers import (
     debias,
     decayed,
     ema,
+    reject_complex,
     scale,
     set_hypers,
     value_at,
@@ -104,6 +105,15 @@ class Sophia(Optimizer):
 
     def call_model(self, grads, params, obj_fn=None, **_):
         for key, grad in grads.items():
+            if self.clip_threshold is not None:  # optax's jnp.clip raises on complex
+                reject_complex(
+                    type(self).__name__,
+                    key,
+                    grad,
+                    "its step is clipped to [-clip_threshold, clip_threshold], and complex "
+                    "numbers have no order",
+                    "pass clip_threshold=None, or keep this parameter real.",
+                )
             if key not in self.mu:
                 self.mu[key] = jnp.zeros_like(grad, dtype=self.mu_dtype)
                 self.nu[key] = jnp.zeros_like(grad)
