@@ -109,6 +109,7 @@ REFUSED = {
     "SM3": "raises",  # optax.sm3 refuses complex parameters
     "ADOPT": "raises",  # its clipping: complex numbers have no order
     "MADGRAD": "raises",  # jnp.cbrt takes no complex numbers (a TypeError)
+    "Sophia": "raises",  # its clip raises on complex numbers, as optax's jnp.clip does
 }
 REFUSED_VARIANTS = [
     Entry(

@@ -18,7 +18,7 @@ from flr_nnx.helpers._common import cast as cast
 from flr_nnx.helpers._common import check_complex_state as check_complex_state
 from flr_nnx.helpers._common import reject_complex as reject_complex
 from flr_nnx.helpers._common import scale as scale
-from flr_nnx.helpers._d import trust_ratio as trust_ratio
+from flr_nnx.helpers._common import trust_ratio as trust_ratio
 from flr_nnx.helpers._defaults import with_defaults as with_defaults
 from flr_nnx.helpers._mask import KeyMask as KeyMask
 from flr_nnx.helpers._mask import Mask as Mask
