@@ -110,6 +110,9 @@ REFUSED = {
     "ADOPT": "raises",  # its clipping: complex numbers have no order
     "MADGRAD": "raises",  # jnp.cbrt takes no complex numbers (a TypeError)
     "Sophia": "raises",  # its clip raises on complex numbers, as optax's jnp.clip does
+    "Rprop": "raises",  # optax.rprop clips: complex numbers have no order
+    "Adadelta": "complex state",  # optax.adadelta squares complex gradients (g**2)
+    "OptimisticAdamV2": "real state",  # mu_dtype=bfloat16
 }
 REFUSED_VARIANTS = [
     Entry(

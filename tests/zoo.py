@@ -410,7 +410,7 @@ ZOO: list[Entry] = [
         why_not_bit_identical=(
             "bit-identical in all 8 combinations; inside optax.MultiSteps' lax.cond XLA:CPU "
             "fuses the new iterate (1 - momentum) * z + momentum * param differently on the "
-            "two sides: 1 ulp of the iterate (1.2e-7 at |param| ~ 1), which its difference "
+            "two sides: 1 ulp of the iterate (1.2e-7 at abs(param) ~ 1), which its difference "
             "with param (the update, ~5e-3) shows as 2.4e-5 relative (bit-identical there "
             "with momentum=0)"
         ),

@@ -18,6 +18,7 @@ from flr_nnx.helpers import (
     decayed,
     ema,
     needs_count,
+    reject_complex,
     scale,
     set_hypers,
 )
@@ -39,8 +40,8 @@ class Adadelta(Optimizer):
     :math:`\Delta\theta_t = -u_t`: ``optax.adadelta`` then leaves its update
     unscaled and unnegated, and so does this twin. The parameter becomes
     :math:`\theta_t - \Delta\theta_t`. Bit-identical to ``optax.adadelta``
-    under ``jit`` on real parameters; on complex ones the squares are
-    magnitudes :math:`|g_t|^2` (optax squares the complex number).
+    under ``jit``. Complex parameters are refused with a
+    :class:`~flr_nnx.ComplexParameterError`: optax squares the complex gradient itself.
 
     Args:
         learning_rate: :math:`\eta`, a float, a schedule, or ``None`` (no scaling).
@@ -86,6 +87,15 @@ class Adadelta(Optimizer):
         return grads
 
     def call_param(self, key, grad, param):
+        reject_complex(
+            type(self).__name__,
+            key,
+            grad,
+            "optax.adadelta squares complex gradients (g**2, not |g|^2), so its twin has no "
+            "right answer to match",
+            "keep this parameter real, or optimize it with an optimizer that supports complex "
+            "numbers (Adam).",
+        )
         if key in self.decays:
             grad = grad + self.wd_t * param
         if key not in self.e_g:

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from flr_nnx._optimizer import Optimizer
-from flr_nnx.helpers import cast, set_hypers
+from flr_nnx.helpers import cast, reject_complex, set_hypers
 
 
 class Rprop(Optimizer):
@@ -76,6 +76,14 @@ class Rprop(Optimizer):
     elementwise = True
 
     def call_param(self, key, grad, **_):
+        reject_complex(
+            type(self).__name__,
+            key,
+            grad,
+            "Rprop compares the signs of successive gradients, which complex numbers do not "
+            "have (optax.rprop raises a ValueError too)",
+            "keep this parameter real, or optimize it with another optimizer (Adam).",
+        )
         if key not in self.step_sizes:
             self.step_sizes[key] = jnp.full_like(grad, self.learning_rate)
             self.prev_updates[key] = jnp.zeros_like(grad)

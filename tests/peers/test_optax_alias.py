@@ -26,8 +26,8 @@ tolerance, no step count, no skip is changed):
 - ``_get_opt(self, name)`` returns ``f(**kwargs) = flr.as_optax(Twin(**kwargs))``
   (with the twin's signature, which ``inject_hyperparams`` binds) instead of
   ``getattr(alias, name)``; ``test_explicit_dtype`` builds its momentum SGD the
-  same way instead of with ``alias.sgd``. The optimistic_adam deprecation
-  branch of ``_get_opt`` is gone with its entry.
+  same way instead of with ``alias.sgd``; the optimistic_adam branch wraps
+  the twin, which warns as optax's does.
 - The ALGORITHM SPECIFIC TESTS (``LBFGSTest`` and its helpers) are dropped:
   flr_nnx has no LBFGS twin, and they test optax's L-BFGS internals.
 - Formatted with ruff (4-space indent, double quotes) and imports sorted, as
@@ -107,7 +107,16 @@ _OPTIMIZERS_UNDER_TEST = twins.with_twins(_OPTIMIZERS_UNDER_TEST)
 
 
 def _get_opt(self: absltest.TestCase, opt_name: str):
-    del self  # Unused: optax's used it for the deprecated optimistic_adam.
+    if opt_name == "optimistic_adam":
+        opt_ = twins.OPTAX_FACTORIES[opt_name]
+
+        @functools.wraps(opt_)
+        def opt(*args, **kwargs):
+            with self.assertWarnsRegex(DeprecationWarning, "use `optimistic_adam_v2` instead"):
+                return opt_(*args, **kwargs)
+
+        return opt
+
     return twins.OPTAX_FACTORIES[opt_name]
 
 
