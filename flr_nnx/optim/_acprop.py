@@ -58,7 +58,6 @@ class AcProp(Optimizer):
         Array([-0.05,  0.05], dtype=float32)
     """
 
-    # Recomputed by call_model at every step for call_param: not state.
     transient = ("lr_t", "wd_t", "initial", "bc2", "decayed")
 
     # call_param treats every element alike; call_model computes per-step scalars only.

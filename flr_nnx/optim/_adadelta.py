@@ -60,7 +60,6 @@ class Adadelta(Optimizer):
         Array([-0.00031622,  0.00031622], dtype=float32)
     """
 
-    # Recomputed by call_model at every step for call_param: not state.
     transient = ("lr_t", "wd_t", "decays")
 
     # rho is a decay rate, as b1 and b2 are.

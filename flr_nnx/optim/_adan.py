@@ -61,7 +61,6 @@ class Adan(Optimizer):
         Array([-0.10000005,  0.10000005], dtype=float32)
     """
 
-    # Recomputed by call_model at every step for call_param: not state.
     transient = ("lr_t", "wd_t", "decays", "first", "bc1", "bc2", "bc3")
 
     hyper_bounds: ClassVar = {"b3": UNIT}

@@ -73,7 +73,6 @@ class AdEMAMix(Optimizer):
         Array([-0.10004934,  0.10004934], dtype=float32)
     """
 
-    # Recomputed by call_model at every step for call_param: not state.
     transient = ("lr_t", "b3_t", "alpha_t", "bc1", "bc2", "decays")
 
     def __init__(
@@ -172,7 +171,6 @@ class SimplifiedAdEMAMix(Optimizer):
         Array([-0.1,  0.1], dtype=float32)
     """
 
-    # Recomputed by call_model at every step for call_param: not state.
     transient = ("lr_t", "alpha_t", "bc2", "decays")
 
     def __init__(

@@ -64,12 +64,8 @@ class ADOPT(Optimizer):
         Array([-0.01,  0.01], dtype=float32)
     """
 
-    # Recomputed by call_model at every step for call_param: not state.
     transient = ("lr_t", "b1_t", "b2_t", "clip_value")
 
-    # call_param treats every element alike and call_model only computes per-step
-    # scalars: Packed may run it on packed buffers, and init discovers its
-    # state on one parameter per shape and dtype.
     elementwise = True
 
     def __init__(

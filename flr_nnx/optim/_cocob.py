@@ -52,7 +52,6 @@ class COCOB(Optimizer):
         Array([-0.00999999,  0.00999999], dtype=float32)
     """
 
-    # Recomputed by call_model at every step for call_param: not state.
     transient = ("lr_t", "decayed")
 
     # call_param treats every element alike; call_model computes per-step scalars only.

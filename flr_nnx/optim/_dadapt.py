@@ -12,7 +12,6 @@ from flr_nnx.helpers import ScalarOrSchedule, cast, set_hypers, value_at
 class _DistanceEstimate(Optimizer):
     """What DAdaptAdamW and Prodigy share: their state, created at the first step."""
 
-    # Recomputed by call_model at every step for call_param: not state.
     transient = ("dlr",)
 
     def __init__(self, learning_rate, betas, eps, estim_lr0, weight_decay):

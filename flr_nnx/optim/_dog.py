@@ -31,7 +31,6 @@ class _DistanceOverGradients(Optimizer):
     distance travelled in :meth:`step_size`; the update is :math:`\eta_t \gamma_t g_t`.
     """
 
-    # Recomputed by call_model at every step for call_param: not state.
     transient = ("lr_t", "gamma")
 
     def __init__(

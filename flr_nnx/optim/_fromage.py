@@ -44,7 +44,6 @@ class Fromage(Optimizer):
         Array([-0.3666872,  0.37165  ], dtype=float32)
     """
 
-    # Recomputed by call_model at every step for call_param: not state.
     transient = ("lr_t", "wd_t")
 
     def __init__(self, learning_rate: ScalarOrSchedule, min_norm: float = 1e-6):

@@ -58,7 +58,6 @@ class LARS(Optimizer):
         Array([-0.03535534,  0.03535534], dtype=float32)
     """
 
-    # Recomputed by call_model at every step for call_param: not state.
     transient = ("lr_t", "wd_t", "decays", "trusted")
 
     def __init__(

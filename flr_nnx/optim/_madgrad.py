@@ -44,7 +44,6 @@ class MADGRAD(Optimizer):
         Array([-0.01709986,  0.01709986], dtype=float32)
     """
 
-    # Recomputed by call_model at every step for call_param: not state.
     transient = ("lamb", "decays")
 
     def __init__(

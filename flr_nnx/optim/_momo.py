@@ -51,7 +51,6 @@ class Momo(Optimizer):
         Array([-0.5,  1. ], dtype=float32)
     """
 
-    # Recomputed by call_model at every step for call_param: not state.
     transient = ("tau", "decay")
 
     def __init__(
@@ -162,7 +161,6 @@ class MomoAdam(Optimizer):
         Array([-0.09999934,  0.09999934], dtype=float32)
     """
 
-    # Recomputed by call_model at every step for call_param: not state.
     transient = ("tau", "decay", "precond")
 
     def __init__(

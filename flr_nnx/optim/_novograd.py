@@ -42,7 +42,6 @@ class NovoGrad(Optimizer):
         Array([-0.05999988,  0.07999984], dtype=float32)
     """
 
-    # Recomputed by call_model at every step for call_param: not state.
     transient = ("lr_t",)
 
     def __init__(

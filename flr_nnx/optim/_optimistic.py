@@ -49,15 +49,11 @@ class OptimisticGradientDescent(Optimizer):
         Array([-0.15, -0.05], dtype=float32)
     """
 
-    # Recomputed by call_model at every step for call_param: not state.
     transient = ("lr_t", "first")
 
     # beta weighs a gradient here, it is not a decay rate.
     hyper_bounds: ClassVar = {"beta": NONNEGATIVE}
 
-    # call_param treats every element alike and call_model only computes per-step
-    # scalars: Packed may run it on packed buffers, and init discovers its
-    # state on one parameter per shape and dtype.
     elementwise = True
 
     def __init__(self, learning_rate: ScalarOrSchedule, alpha: float = 1.0, beta: float = 1.0):

@@ -51,12 +51,8 @@ class Signum(Optimizer):
         Array([-0.1,  0.1, -0. ], dtype=float32)
     """
 
-    # Recomputed by call_model at every step for call_param: not state.
     transient = ("lr_t",)
 
-    # call_param treats every element alike and call_model only computes per-step
-    # scalars: Packed may run it on packed buffers, and init discovers its
-    # state on one parameter per shape and dtype.
     elementwise = True
 
     def __init__(
