@@ -568,4 +568,12 @@ ZOO: list[Entry] = [
         lambda: lookahead_twin(optax.adam(1e-2), 3, 0.5),
     ),
     # -- end of section G
+    # -- section H (issue 14)
+    # -- end of section H
+    # -- section I (issue 14)
+    # -- end of section I
+    # -- section J (issue 14)
+    # -- end of section J
+    # -- section K (issue 14)
+    # -- end of section K
 ]

@@ -84,6 +84,14 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     # -- end of section F
     # -- section G (issue 14): wrappers, in WRAPPER_TWINS below
     # -- end of section G
+    # -- section H (issue 14)
+    # -- end of section H
+    # -- section I (issue 14)
+    # -- end of section I
+    # -- section J (issue 14)
+    # -- end of section J
+    # -- section K (issue 14)
+    # -- end of section K
 }
 
 # -- section G (issue 14)
@@ -92,6 +100,14 @@ WRAPPER_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     "mechanize": flr.compose.Mechanize,  # optax.contrib.mechanize
     "split_real_and_imaginary": flr.compose.SplitRealAndImaginary,  # optax.contrib
     "lookahead": flr.compose.Lookahead,  # optax.lookahead
+    # -- section H (issue 14)
+    # -- end of section H
+    # -- section I (issue 14)
+    # -- end of section I
+    # -- section J (issue 14)
+    # -- end of section J
+    # -- section K (issue 14)
+    # -- end of section K
 }
 # -- end of section G
 
