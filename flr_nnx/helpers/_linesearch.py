@@ -38,7 +38,7 @@ def zoom_linesearch_init(params: Any) -> ZoomState:
         (Array(1., dtype=float32), Array(inf, dtype=float32))
     """
     val_dtype = jnp.real(jnp.empty((), jax.tree.leaves(params)[0].dtype)).dtype
-    return {
+    state = {
         "learning_rate": jnp.asarray(1.0, dtype=val_dtype),
         "value": jnp.asarray(jnp.inf, dtype=val_dtype),
         "grad": optax.tree.zeros_like(params),
@@ -46,6 +46,9 @@ def zoom_linesearch_init(params: Any) -> ZoomState:
         "decrease_error": jnp.asarray(jnp.inf),
         "curvature_error": jnp.asarray(jnp.inf),
     }
+    # optax's dtypes, not weakly typed: a search's results are not, and a state that
+    # changed its weak types would recompile a jitted step. No search reads these values.
+    return jax.tree.map(lambda x: jnp.asarray(x, dtype=x.dtype), state)
 
 
 def zoom_linesearch(

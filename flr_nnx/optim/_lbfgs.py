@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -93,7 +94,7 @@ class LBFGS(Optimizer):
         # The line search's state, as optax's (its learning rate, value, grad and info).
         self.linesearch_state: dict | None = None
 
-    def call_model(self, grads, params, loss=None, grad=None, value_fn=None, **_):
+    def call_model(self, grads, params, loss=None, grad=None, value_fn=None, **extra):
         w = {k: params[k] for k in grads}
         for k, p in w.items():
             if k not in self.params:
@@ -116,6 +117,11 @@ class LBFGS(Optimizer):
                 self.linesearch_state = zoom_linesearch_init(w)
             if value_fn is None:  # at init, where only the state's form matters
                 value_fn = lambda p: jnp.zeros(())  # noqa: E731
+            else:  # the extra arguments value_fn names (data), as optax's line search
+                names = inspect.signature(value_fn).parameters
+                value_fn = functools.partial(
+                    value_fn, **{k: v for k, v in extra.items() if k in names}
+                )
             loss = jnp.asarray(jnp.inf) if loss is None else loss
             grad = jax.tree.map(jnp.zeros_like, w) if grad is None else grad
             stepsize, self.linesearch_state = self.linesearch(
