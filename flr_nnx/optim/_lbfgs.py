@@ -112,20 +112,26 @@ class LBFGS(Optimizer):
         for k in w:
             self.params[k], self.updates[k] = w[k], grads[k]
         self.count = optax.safe_increment(self.count)
-        if self.linesearch is not None:
+        if self.linesearch is None:
+            return {k: -d for k, d in direction.items()}  # positive = descent
+        if value_fn is None:  # at init, where only the state's form matters
+            value_fn = lambda p: jnp.zeros(())  # noqa: E731
+        else:  # the extra arguments value_fn names (data), as optax's line searches
+            names = inspect.signature(value_fn).parameters
+            value_fn = functools.partial(value_fn, **{k: v for k, v in extra.items() if k in names})
+        loss = jnp.asarray(jnp.inf) if loss is None else loss
+        grad = jax.tree.map(jnp.zeros_like, w) if grad is None else {k: grad[k] for k in w}
+        if isinstance(self.linesearch, optax.GradientTransformation):  # held as it is
+            if self.linesearch_state is None:
+                self.linesearch_state = self.linesearch.init(w)
+            direction, self.linesearch_state = self.linesearch.update(
+                direction, self.linesearch_state, w, value=loss, grad=grad, value_fn=value_fn
+            )
+        else:
             if self.linesearch_state is None:
                 self.linesearch_state = zoom_linesearch_init(w)
-            if value_fn is None:  # at init, where only the state's form matters
-                value_fn = lambda p: jnp.zeros(())  # noqa: E731
-            else:  # the extra arguments value_fn names (data), as optax's line search
-                names = inspect.signature(value_fn).parameters
-                value_fn = functools.partial(
-                    value_fn, **{k: v for k, v in extra.items() if k in names}
-                )
-            loss = jnp.asarray(jnp.inf) if loss is None else loss
-            grad = jax.tree.map(jnp.zeros_like, w) if grad is None else grad
             stepsize, self.linesearch_state = self.linesearch(
-                value_fn, w, direction, loss, {k: grad[k] for k in w}, self.linesearch_state
+                value_fn, w, direction, loss, grad, self.linesearch_state
             )
             direction = optax.tree.scale(stepsize, direction)
         return {k: -d for k, d in direction.items()}  # positive = descent
@@ -188,12 +194,12 @@ def _linesearch_of(linesearch: Any) -> Callable[..., Any] | None:
         # optax.lbfgs's default: scale_by_zoom_linesearch(20, initial_guess_strategy="one")
         return functools.partial(zoom_linesearch, max_linesearch_steps=20)
     func = getattr(linesearch, "func", linesearch)
-    if func is zoom_linesearch:
+    if func is zoom_linesearch or isinstance(linesearch, optax.GradientTransformation):
         return linesearch
     raise HyperparameterError(
         f"LBFGS(linesearch={linesearch!r}): expected 'zoom' (optax's default zoom line "
-        "search), functools.partial(flr.helpers.zoom_linesearch, **options) (optax's "
-        "scale_by_zoom_linesearch options), or None (no line search). An optax "
-        "transformation cannot be used here: its options are hidden in its closure. "
-        "Fix: pass the same options to flr.helpers.zoom_linesearch with functools.partial."
+        "search), functools.partial(flr.helpers.zoom_linesearch, **options) (the options "
+        "of optax.scale_by_zoom_linesearch), an optax line search transformation (such as "
+        "optax.scale_by_backtracking_linesearch(...), kept with its state), or None (no "
+        "line search). Fix: pass one of these."
     )
