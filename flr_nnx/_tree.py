@@ -202,4 +202,7 @@ def _flat_value_fn(value_fn: Callable[[Any], Any], base: Any) -> Callable[[Any],
         tree = treedef.unflatten([flat.get(k, v) for k, v in zip(base_keys, base_leaves)])
         return value_fn(tree, *args, **kwargs)
 
+    # inspect.signature then names value_fn's own arguments: a line search passes it the
+    # extra arguments it names (data), as optax's do.
+    flat_value_fn.__wrapped__ = value_fn  # type: ignore[attr-defined]
     return flat_value_fn

@@ -30,6 +30,7 @@ from flr_nnx.optim._dog import DoWG as DoWG
 from flr_nnx.optim._fromage import Fromage as Fromage
 from flr_nnx.optim._lamb import LAMB as LAMB
 from flr_nnx.optim._lars import LARS as LARS
+from flr_nnx.optim._lbfgs import LBFGS as LBFGS
 from flr_nnx.optim._lion import Lion as Lion
 from flr_nnx.optim._madgrad import MADGRAD as MADGRAD
 from flr_nnx.optim._momo import Momo as Momo

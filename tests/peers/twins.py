@@ -85,6 +85,7 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     # -- section G (issue 14): wrappers, in WRAPPER_TWINS below
     # -- end of section G
     # -- section H (issue 14)
+    "lbfgs": flr.optim.LBFGS,
     # -- end of section H
     # -- section I (issue 14)
     # -- end of section I
@@ -183,7 +184,7 @@ MODES = (FLR_TWIN, OPTAX_TX, FROM_OPTAX, NNX_AS_OPTAX)
 
 # optax optimizers the peers' tests use that have no flr twin yet -> the twin's
 # future name. Move an entry to OPTAX_TWINS when its twin lands.
-MISSING_TWINS = {"lbfgs": "LBFGS"}
+MISSING_TWINS: dict[str, str] = {}
 
 
 def build_tx(test: Any, mode: str, factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
