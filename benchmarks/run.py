@@ -57,7 +57,7 @@ from flax import nnx
 import flr_nnx as flr
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from families import family_steps  # noqa: E402  (a module beside this script)
+from families import family_steps  # a module beside this script
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LR = 1e-3
