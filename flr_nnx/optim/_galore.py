@@ -121,9 +121,8 @@ class GaLore(Optimizer):
         self.lr_t = tick(self, self.learning_rate)
         self.dims = self.weight_dimension_numbers.of(grads)
         low = {k: self.project(k, g, self.dims.get(k), refresh) for k, g in grads.items()}
-        # The base optimizer sees only the low-rank gradients (optax passes it no params).
-        unused = {k: Missing("param", "GaLore's base optimizer must not read `param`.") for k in low}
-        self.steps = call(self.base_optimizer, loss=loss, grads=low, params=unused)
+        # The base optimizer sees only the low-rank gradients: optax passes it no params.
+        self.steps = call(self.base_optimizer, loss=loss, grads=low, params=_NO_PARAMS)
         self.decays = decayed(self.weight_decay, self.mask, grads)
         return grads
 
@@ -159,6 +158,14 @@ class GaLore(Optimizer):
         m, n = _as_matrix(grad, dims).shape
         full = p @ low if m >= n else low @ p.T
         return (self.scale * _from_matrix(full, grad.shape, dims)).astype(grad.dtype)
+
+
+_NO_PARAMS = Missing(
+    "params",
+    "GaLore runs its base optimizer on low-rank gradients, without the parameters (as "
+    "optax.contrib.galore): pass one that does not read them (e.g. flr.optim.Adam(1.0)), "
+    "and GaLore's own weight_decay= for weight decay.",
+)
 
 
 class _Matrices:
@@ -216,4 +223,3 @@ def _from_matrix(y: jax.Array, shape: tuple[int, ...], dims: GaLoreDimensionNumb
     order = reduction + output
     inverse = tuple(sorted(range(len(shape)), key=lambda i: order[i]))
     return y.reshape(tuple(shape[a] for a in order)).transpose(inverse)
-
