@@ -46,7 +46,10 @@ class GaLore(Optimizer):
     projected (not 2D, or as ``weight_dimension_numbers`` says) get
     :math:`\eta_t(\rho(G_t) + \lambda\theta_{t-1})`, unscaled as in optax. The parameter
     becomes :math:`\theta_t - \Delta\theta_t`. Bit-identical to ``optax.contrib.galore``
-    under ``jit`` (the SVD is the same ``jnp.linalg.svd`` call, in float32).
+    under ``jit`` (the SVD is the same ``jnp.linalg.svd`` call, in float32), except with a
+    base optimizer whose step is wider than the parameter (Adam with a float32 ``mu_dtype``
+    on bfloat16 parameters): a hook returns its step rounded to the parameter's dtype, where
+    optax projects back the float32 one (measured: at most 0.4% normwise, one bfloat16 ulp).
 
     Args:
         learning_rate: :math:`\eta`, a float or a schedule (a callable of the step count).
