@@ -18,6 +18,7 @@ from flr_nnx.helpers import (
     cast,
     decayed,
     key_of,
+    reject_complex,
     set_hypers,
     tick,
     unflatten,
@@ -141,6 +142,15 @@ class GaLore(Optimizer):
         """:math:`R_t` for one parameter; recomputes its projector :math:`P_t` when due."""
         if dims is None:
             return grad
+        reject_complex(
+            "GaLore",
+            key,
+            grad,
+            "optax.contrib.galore takes the projector from the SVD of the gradient cast to "
+            "float32, which silently drops its imaginary part",
+            "leave complex parameters unprojected (None for them in "
+            "weight_dimension_numbers), or wrap GaLore in flr.compose.SplitRealAndImaginary.",
+        )
         flat = _as_matrix(grad, dims)
         m, n = flat.shape
         r, left = min(self.rank, m, n), m >= n
