@@ -131,3 +131,27 @@ def test_a_reset_keeps_live_hyperparameters_and_bad_period_is_refused():
     np.testing.assert_allclose(updates["w"], -0.5 * 0.25 * jnp.ones(2))
     with pytest.raises(flr.HyperparameterError, match="sync_period"):
         flr.compose.Lookahead(flr.optim.SGD(0.1), 0, 0.5)
+
+
+def test_a_reset_recreates_state_that_starts_from_the_parameters():
+    class Anchored(flr.optim.Optimizer):
+        """SGD keeping a running sum that starts at the parameter (state made from params)."""
+
+        def __init__(self):
+            self.anchor = {}
+
+        def call_param(self, key, grad, param):
+            if key not in self.anchor:
+                self.anchor[key] = param
+            self.anchor[key] = self.anchor[key] + grad
+            return 0.1 * grad
+
+    tx = flr.as_optax(flr.compose.Lookahead(Anchored(), 2, 0.5, reset_state=True))
+    p0, g = {"w": jnp.array([1.0, -2.0])}, {"w": jnp.array([0.5, 0.25])}
+    step = jax.jit(tx.update)
+    u, state = step(g, tx.init(p0), p0)
+    np.testing.assert_array_equal(state.tree["fast"]["anchor"]["w"], p0["w"] + g["w"])
+    p1 = optax.apply_updates(p0, u)
+    _, state = step(g, state, p1)
+    # Synchronised after the second step: the anchor restarts from that step's parameters.
+    np.testing.assert_array_equal(state.tree["fast"]["anchor"]["w"], p1["w"])
