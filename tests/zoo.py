@@ -643,5 +643,17 @@ ZOO: list[Entry] = [
     # -- section J (issue 14)
     # -- end of section J
     # -- section K (issue 14)
+    Entry(
+        "GaLore",  # rank 2: the (5, 4) and (3, 4) kernels are projected, with an SVD at steps
+        # 0, 3 and 6; the (4, 2) kernel at full rank; the others (ranks 0, 1, 4) are not
+        lambda: flr.optim.GaLore(1e-2, rank=2, update_proj_gap=3, weight_decay=1e-2),
+        lambda: optax.contrib.galore(1e-2, rank=2, update_proj_gap=3, weight_decay=1e-2),
+        extra={"converge": lambda: flr.optim.GaLore(1e-1, rank=1, update_proj_gap=10)},
+    ),
+    Entry(
+        "Lookahead(Adam, reset_state)",  # Adam's state restarts at the syncs after steps 3 and 6
+        lambda: flr.compose.Lookahead(flr.optim.Adam(1e-2), 3, 0.5, reset_state=True),
+        lambda: lookahead_twin(optax.adam(1e-2), 3, 0.5, True),
+    ),
     # -- end of section K
 ]

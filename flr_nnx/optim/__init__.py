@@ -28,6 +28,7 @@ from flr_nnx.optim._dadapt import Prodigy as Prodigy
 from flr_nnx.optim._dog import DoG as DoG
 from flr_nnx.optim._dog import DoWG as DoWG
 from flr_nnx.optim._fromage import Fromage as Fromage
+from flr_nnx.optim._galore import GaLore as GaLore
 from flr_nnx.optim._lamb import LAMB as LAMB
 from flr_nnx.optim._lars import LARS as LARS
 from flr_nnx.optim._lbfgs import LBFGS as LBFGS

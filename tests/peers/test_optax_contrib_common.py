@@ -21,19 +21,19 @@ tolerance, no step count, no skip is changed):
 
 - The tables are optax's, verbatim, filtered by ``twins.with_twins``: an entry
   runs when its optimizer has an flr_nnx twin (``twins.OPTAX_TWINS``), with
-  optax's kwargs; the others (as of this writing: galore, schedule_free_*,
+  optax's kwargs; the others (as of this writing: schedule_free_*,
   sophia, noisy_sgd, ...) are optax's own and are not rerun. The three wrapper
   entries around ``sgd`` (mechanize, schedule_free, reduce_on_plateau) wrap the
   flr twin in optax's wrappers.
 - The tables keep only the entries whose optimizer has an flr_nnx twin, with
   the same kwargs: from ``_MAIN_OPTIMIZERS_UNDER_TEST``, ``muon``, issue 14's
   sections (E: acprop, cocob x2, dadapt_adamw, dog, dowg, momo, momo_adam,
-  prodigy) and the three
+  prodigy; K: galore) and the three
   wrapper entries around ``sgd`` (mechanize, schedule_free,
   reduce_on_plateau: optax's wrappers around the flr twin); from
   ``_BASE_OPTIMIZERS`` (wrapped in mechanize), sgd x2, adam, adamw, adamax,
   amsgrad, lamb, lion, rmsprop x2, adabelief, radam. The others (
-  ademamix, adopt, galore, madgrad,
+  ademamix, adopt, madgrad,
   schedule_free_*, sophia; adamaxw, adan, noisy_sgd, novograd,
   optimistic_gradient_descent, sm3, yogi) are optax's own and are not rerun.
 - ``_get_opt_factory(name)`` returns ``f(**kwargs) = flr.as_optax(Twin(**kwargs))``

@@ -92,6 +92,7 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     # -- section J (issue 14)
     # -- end of section J
     # -- section K (issue 14)
+    "galore": flr.optim.GaLore,  # optax.contrib.galore
     # -- end of section K
 }
 
