@@ -20,6 +20,9 @@ from flr_nnx.helpers._common import reject_complex as reject_complex
 from flr_nnx.helpers._common import scale as scale
 from flr_nnx.helpers._common import trust_ratio as trust_ratio
 from flr_nnx.helpers._defaults import with_defaults as with_defaults
+from flr_nnx.helpers._i import schedule_free_eval as schedule_free_eval
+from flr_nnx.helpers._i import schedule_free_step as schedule_free_step
+from flr_nnx.helpers._i import schedule_free_weight as schedule_free_weight
 from flr_nnx.helpers._mask import KeyMask as KeyMask
 from flr_nnx.helpers._mask import Mask as Mask
 from flr_nnx.helpers._mask import MaskLike as MaskLike
