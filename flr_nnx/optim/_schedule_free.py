@@ -9,7 +9,6 @@ import optax
 
 from flr_nnx._optimizer import Optimizer
 from flr_nnx.helpers import (
-    ScalarOrSchedule,
     abs_sq,
     advance,
     bias_correction,
@@ -44,7 +43,8 @@ class ScheduleFreeSGD(Optimizer):
     under ``jit`` (updates and evaluation parameters).
 
     Args:
-        learning_rate: :math:`\eta`, a float or a schedule (warmup, no decay).
+        learning_rate: :math:`\eta` (a float, as optax's; a schedule works without
+            ``warmup_steps``).
         warmup_steps: the length of a linear warmup of :math:`\eta` from 0, or ``None``.
         b1: :math:`\beta_1` (> 0).
         weight_decay: :math:`\lambda` (multiplied by the learning rate), or ``None``.
@@ -67,7 +67,7 @@ class ScheduleFreeSGD(Optimizer):
 
     def __init__(
         self,
-        learning_rate: ScalarOrSchedule = 1.0,
+        learning_rate: float = 1.0,
         warmup_steps: int | None = None,
         b1: float = 0.9,
         weight_decay: float | None = None,
@@ -130,7 +130,8 @@ class ScheduleFreeAdamW(ScheduleFreeSGD):
     ``jit`` (updates and evaluation parameters).
 
     Args:
-        learning_rate: :math:`\eta`, a float or a schedule (warmup, no decay).
+        learning_rate: :math:`\eta` (a float, as optax's; a schedule works without
+            ``warmup_steps``).
         warmup_steps: the length of a linear warmup of :math:`\eta` from 0, or ``None``.
         b1: :math:`\beta_1` (> 0), the interpolation (Adam's momentum is replaced).
         b2: :math:`\beta_2`, the decay of the second moment.
@@ -153,7 +154,7 @@ class ScheduleFreeAdamW(ScheduleFreeSGD):
 
     def __init__(
         self,
-        learning_rate: ScalarOrSchedule = 0.0025,
+        learning_rate: float = 0.0025,
         warmup_steps: int | None = None,
         b1: float = 0.9,
         b2: float = 0.999,
