@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from flr_nnx._optimizer import Key
-from flr_nnx.helpers._common import ScalarOrSchedule
+from flr_nnx.helpers._common import ScalarOrSchedule, cast
 
 
 def schedule_free_weight(
@@ -97,7 +97,7 @@ def schedule_free_step(opt: Any, key: Key, param: jax.Array, step: jax.Array, ck
     x = (1.0 - ck) * prev_x + ck * new_z
     new_param = b1 * x + (1.0 - b1) * new_z
     opt.z[key] = new_z
-    return (param - new_param).astype(param.dtype)
+    return cast(param - new_param, param.dtype)
 
 
 def schedule_free_eval(opt: Any, params: Mapping[Key, jax.Array]) -> dict[Key, jax.Array]:
@@ -118,6 +118,6 @@ def schedule_free_eval(opt: Any, params: Mapping[Key, jax.Array]) -> dict[Key, j
     """
     b1 = opt.b1_eval
     return {
-        k: ((p - (1.0 - b1) * opt.z[k]) / b1).astype(p.dtype) if k in opt.z else p
+        k: cast((p - (1.0 - b1) * opt.z[k]) / b1, p.dtype) if k in opt.z else p
         for k, p in params.items()
     }
