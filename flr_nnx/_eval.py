@@ -48,10 +48,11 @@ def eval_params(opt: Any, state: Any, params: Any) -> Any:
         >>> tx = flr.as_optax(flr.compose.ScheduleFree(flr.optim.SGD(0.1), 0.1))
         >>> params = {"w": jnp.array([1.0])}
         >>> state = tx.init(params)
-        >>> updates, state = tx.update({"w": jnp.array([1.0])}, state, params)
-        >>> params = {"w": params["w"] + updates["w"]}
-        >>> params["w"], flr.eval_params(tx, state, params)["w"]
-        (Array([0.99], dtype=float32), Array([0.9], dtype=float32))
+        >>> for _ in range(2):
+        ...     updates, state = tx.update({"w": jnp.array([1.0])}, state, params)
+        ...     params = {"w": params["w"] + updates["w"]}
+        >>> params["w"], flr.eval_params(tx, state, params)["w"]  # y, and x to evaluate at
+        (Array([0.8449999], dtype=float32), Array([0.84999985], dtype=float32))
     """
     template = _template_of(opt)
     if not isinstance(state, _engine.HookState):

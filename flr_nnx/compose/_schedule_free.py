@@ -52,9 +52,12 @@ class ScheduleFree(Optimizer):
         >>> import flr_nnx as flr
         >>> tx = flr.as_optax(flr.compose.ScheduleFree(flr.optim.SGD(0.1), 0.1))
         >>> params = {"w": jnp.array([1.0])}
-        >>> updates, state = tx.update({"w": jnp.array([1.0])}, tx.init(params), params)
-        >>> updates["w"], state.tree["z"]["w"]
-        (Array([-0.01], dtype=float32), Array([0.9], dtype=float32))
+        >>> state = tx.init(params)
+        >>> for _ in range(2):
+        ...     updates, state = tx.update({"w": jnp.array([1.0])}, state, params)
+        ...     params = {"w": params["w"] + updates["w"]}
+        >>> params["w"], state.tree["z"]["w"]
+        (Array([0.8449999], dtype=float32), Array([0.79999995], dtype=float32))
     """
 
     def __init__(

@@ -85,8 +85,8 @@ def schedule_free_step(opt: Any, key: Key, param: jax.Array, step: jax.Array, ck
         ...     def __init__(self):
         ...         self.b1, self.state_dtype, self.z = 0.5, None, {}
         >>> opt = Mine()
-        >>> flr.helpers.schedule_free_step(opt, ("w",), jnp.ones(1), jnp.ones(1), 1.0)
-        Array([0.5], dtype=float32)
+        >>> flr.helpers.schedule_free_step(opt, ("w",), jnp.ones(1), jnp.ones(1), 0.5)
+        Array([0.75], dtype=float32)
     """
     z = opt.z.get(key)
     if z is None:

@@ -57,10 +57,11 @@ class ScheduleFreeSGD(Optimizer):
         >>> tx = flr.as_optax(flr.optim.ScheduleFreeSGD(0.1))
         >>> params = {"w": jnp.array([1.0])}
         >>> state = tx.init(params)
-        >>> updates, state = tx.update({"w": jnp.array([1.0])}, state, params)
-        >>> params = {"w": params["w"] + updates["w"]}
-        >>> params["w"], flr.eval_params(tx, state, params)["w"]
-        (Array([0.99], dtype=float32), Array([0.9], dtype=float32))
+        >>> for _ in range(2):
+        ...     updates, state = tx.update({"w": jnp.array([1.0])}, state, params)
+        ...     params = {"w": params["w"] + updates["w"]}
+        >>> params["w"], flr.eval_params(tx, state, params)["w"]  # y, and x to evaluate at
+        (Array([0.8449999], dtype=float32), Array([0.84999985], dtype=float32))
     """
 
     transient = ("ck", "lr_t")
@@ -147,7 +148,7 @@ class ScheduleFreeAdamW(ScheduleFreeSGD):
         >>> params = {"w": jnp.array([1.0])}
         >>> updates, state = tx.update({"w": jnp.array([0.5])}, tx.init(params), params)
         >>> updates["w"]
-        Array([-0.00999999], dtype=float32)
+        Array([-0.09999943], dtype=float32)
     """
 
     transient = ("ck", "lr_t", "bc2")
