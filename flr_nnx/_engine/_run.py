@@ -1,4 +1,4 @@
-"""init and step: the only place hooks are executed.
+"""init, step and evaluate: the only place hooks are executed.
 
 A step rebuilds a private copy of the optimizer with the state put back, runs
 its ``__call__`` and reads the state out. Init runs the same step once, traced,
