@@ -45,7 +45,9 @@ class ScheduleFree(Optimizer):
             :math:`c_t`, read at the step count from 1 (usually the base optimizer's).
         b1: :math:`\beta_1` (> 0), the interpolation between :math:`x` and :math:`z`.
         weight_lr_power: :math:`p`, how strongly the average weighs larger learning rates.
-        state_dtype: the dtype of :math:`z` (default: the parameter's).
+        state_dtype: the dtype of :math:`z` (default: the parameter's). Where it is wider
+            than a parameter's, optax returns that parameter's updates and evaluation
+            parameters in it; here they are cast to the parameter's dtype.
 
     Example:
         >>> import jax.numpy as jnp
