@@ -639,6 +639,31 @@ ZOO: list[Entry] = [
     ),
     # -- end of section H
     # -- section I (issue 14)
+    Entry(
+        # the evaluation point x (eval_params) is checked in tests/test_eval_params.py
+        "ScheduleFree(SGD)",
+        lambda: flr.compose.ScheduleFree(flr.optim.SGD(1e-2), 1e-2),
+        lambda: optax.contrib.schedule_free(optax.sgd(1e-2), 1e-2),
+        extra={
+            "converge": lambda: flr.compose.ScheduleFree(flr.optim.SGD(0.1), 0.1),
+            "rosenbrock": lambda: flr.compose.ScheduleFree(flr.optim.SGD(2e-3), 2e-3),
+        },
+    ),
+    Entry(
+        "ScheduleFreeSGD",
+        lambda: flr.optim.ScheduleFreeSGD(1e-2, warmup_steps=3, weight_decay=1e-3),
+        lambda: optax.contrib.schedule_free_sgd(1e-2, warmup_steps=3, weight_decay=1e-3),
+        extra={
+            "converge": lambda: flr.optim.ScheduleFreeSGD(0.1, warmup_steps=10),
+            "rosenbrock": lambda: flr.optim.ScheduleFreeSGD(2e-3, warmup_steps=10),
+        },
+    ),
+    Entry(
+        "ScheduleFreeAdamW",
+        lambda: flr.optim.ScheduleFreeAdamW(1e-2, warmup_steps=3, weight_decay=1e-3),
+        lambda: optax.contrib.schedule_free_adamw(1e-2, warmup_steps=3, weight_decay=1e-3),
+        extra={"converge": lambda: flr.optim.ScheduleFreeAdamW(1e-2, warmup_steps=10)},
+    ),
     # -- end of section I
     # -- section J (issue 14)
     # -- end of section J

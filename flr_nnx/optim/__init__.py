@@ -48,6 +48,8 @@ from flr_nnx.optim._radam import RAdam as RAdam
 from flr_nnx.optim._reduce_on_plateau import ReduceOnPlateau as ReduceOnPlateau
 from flr_nnx.optim._rmsprop import RMSProp as RMSProp
 from flr_nnx.optim._rprop import Rprop as Rprop
+from flr_nnx.optim._schedule_free import ScheduleFreeAdamW as ScheduleFreeAdamW
+from flr_nnx.optim._schedule_free import ScheduleFreeSGD as ScheduleFreeSGD
 from flr_nnx.optim._sgd import SGD as SGD
 from flr_nnx.optim._sgd import SignSGD as SignSGD
 from flr_nnx.optim._signum import Signum as Signum

@@ -88,6 +88,8 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     "lbfgs": flr.optim.LBFGS,
     # -- end of section H
     # -- section I (issue 14)
+    "schedule_free_sgd": flr.optim.ScheduleFreeSGD,  # optax.contrib.schedule_free_sgd
+    "schedule_free_adamw": flr.optim.ScheduleFreeAdamW,  # optax.contrib.schedule_free_adamw
     # -- end of section I
     # -- section J (issue 14)
     # -- end of section J
@@ -105,6 +107,7 @@ WRAPPER_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     # -- section H (issue 14)
     # -- end of section H
     # -- section I (issue 14)
+    "schedule_free": flr.compose.ScheduleFree,  # optax.contrib.schedule_free
     # -- end of section I
     # -- section J (issue 14)
     # -- end of section J
@@ -112,6 +115,19 @@ WRAPPER_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     # -- end of section K
 }
 # -- end of section G
+
+
+# -- section I (issue 14)
+def schedule_free_eval_params(opt: Any, state: Any, params: Any) -> Any:
+    """``optax.contrib.schedule_free_eval_params(state, params)`` for the transformation
+    ``opt``: :func:`flr.eval_params` when ``opt`` is a twin (its state alone does not hold
+    the hyperparameters), else optax's own function."""
+    if isinstance(state, flr.HookState):
+        return flr.eval_params(opt, state, params)
+    return optax.contrib.schedule_free_eval_params(state, params)
+
+
+# -- end of section I
 
 
 def _signature(cls: type) -> inspect.Signature:
