@@ -10,6 +10,7 @@ runs hooks or touches an optimizer's state.
 from flr_nnx._engine._checks import check_grads as check_grads
 from flr_nnx._engine._checks import check_transient as check_transient
 from flr_nnx._engine._checks import check_updates as check_updates
+from flr_nnx._engine._eval_point import eval_points as eval_points
 from flr_nnx._engine._grouped import is_elementwise as is_elementwise
 from flr_nnx._engine._record import RUN as RUN
 from flr_nnx._engine._run import call_hooks as call_hooks

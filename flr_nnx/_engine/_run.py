@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from jax.extend.core import jaxpr_as_fun
 
 from flr_nnx._engine import _checks, _leaks
+from flr_nnx._engine._eval_point import check_passed_on
 from flr_nnx._engine._grouped import init_grouped, is_elementwise
 from flr_nnx._engine._jaxpr import evaluate_outputs
 from flr_nnx._engine._record import RUN, Recorder, RecordingDefaultDict, RecordingDict, scalars
@@ -253,7 +254,8 @@ def evaluate(opt: Optimizer, state: HookState, params: Mapping[Key, Any]) -> dic
     """Runs ``opt.eval_params`` on ``state``: the parameters to evaluate at.
 
     The optimizer is rebuilt with the state put back, as for a step; ``eval_params``
-    only reads it (an assignment is a :class:`HookError`).
+    only reads it (an assignment is a :class:`HookError`). A wrapper that would drop an
+    inner optimizer's evaluation point (it inherits the identity) is a :class:`HookError`.
 
     Args:
         opt: the hook optimizer (not mutated).
@@ -269,6 +271,7 @@ def evaluate(opt: Optimizer, state: HookState, params: Mapping[Key, Any]) -> dic
     values: dict[Path, Any] = dict(zip(layout.paths, leaves, strict=True))
     values.update(layout.statics)
     work = rebuild(opt, values, kinds=dict(layout.containers))
+    check_passed_on(work)  # a wrapper that inherits the identity would return the iterate
     result = _guarded(opt, work, "eval_params", lambda: work.eval_params(dict(params)))
     after = walk(work).arrays
     name = type(opt).__name__

@@ -64,6 +64,8 @@ class Chain(Optimizer):
             grads = call(link, loss=loss, grads=grads, params=params, **extra)
         return grads
 
+    passes_eval_params_on = True  # no evaluation point of its own: its links'
+
     def eval_params(self, params: Mapping[Key, jax.Array]) -> Mapping[Key, jax.Array]:
         """Each link's evaluation point, in order (the identity for most links)."""
         for link in self.links:

@@ -131,6 +131,8 @@ class MultiSteps(Optimizer):
             self.acc[key] = ((1 - emit) * value).astype(self.acc[key].dtype)
         return {key: emit * update for key, update in updates.items()}
 
+    passes_eval_params_on = True  # no evaluation point of its own: the inner one's
+
     def eval_params(self, params):
         """The inner optimizer's evaluation point (:meth:`Optimizer.eval_params`)."""
         return self.inner.eval_params(params)
@@ -199,6 +201,7 @@ class SkipNonFinite(Optimizer):
         )
         return {key: jnp.where(apply, u, jnp.zeros_like(u)) for key, u in updates.items()}
 
+    passes_eval_params_on = True
     eval_params = MultiSteps.eval_params
 
 
@@ -254,6 +257,8 @@ class MixedPrecision(Optimizer):
             }
         updates = call(self.inner, loss=loss, grads=up, params=params, **extra)
         return {k: u.astype(grads[k].dtype) for k, u in updates.items()}
+
+    passes_eval_params_on = True
 
     def eval_params(self, params):
         """The inner optimizer's evaluation point, computed as its step is (cast up and back)."""
