@@ -85,3 +85,16 @@ class SplitRealAndImaginary(Optimizer):
                 im = jnp.zeros_like(g.imag) if im is None else im
                 updates[key] = re + im * 1j
         return updates
+
+    passes_eval_params_on = True  # no evaluation point of its own: the inner one's
+
+    def eval_params(self, params: Mapping[Key, jax.Array]) -> dict[Key, jax.Array]:
+        """The inner optimizer's evaluation point on the real pairs, recombined."""
+        point = self.inner.eval_params(_split(params))
+        out = {}
+        for key, p in params.items():
+            if jnp.iscomplexobj(p):
+                out[key] = (point[(*key, "real")] + point[(*key, "imaginary")] * 1j).astype(p.dtype)
+            else:
+                out[key] = point[key]
+        return out

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from flr_nnx._errors import BridgeError, HyperparameterError, Missing, describe
-from flr_nnx._optimizer import Optimizer, keyed_like
+from flr_nnx._errors import BridgeError, HookError, HyperparameterError, Missing, describe
+from flr_nnx._optimizer import Key, Optimizer, keyed_like
 
 Sign = Literal["auto", "gradient", "update"]
 
@@ -50,6 +51,10 @@ def _probe_sign(tx: optax.GradientTransformationExtraArgs) -> str:
     )
 
 
+def _is_schedule_free(x: Any) -> bool:
+    return isinstance(x, optax.contrib.ScheduleFreeState)
+
+
 class FromOptax(Optimizer):
     r"""Wraps an optax transformation as a hook optimizer, e.g. to sit in a :class:`Chain`.
 
@@ -72,7 +77,9 @@ class FromOptax(Optimizer):
     arguments of ``tx`` (such as a mask tree) must be keyed the same way; a
     callable mask or a hook-level mask is simpler. optax's extra arguments
     (``value=`` is the loss; ``grad=``, ``value_fn=``, ...) are passed on to
-    ``tx.update``, keyed the same way.
+    ``tx.update``, keyed the same way. If the optax state holds a
+    ``optax.contrib.ScheduleFreeState``, :meth:`eval_params` is
+    ``optax.contrib.schedule_free_eval_params`` on it.
 
     Args:
         tx: an ``optax.GradientTransformation``.
@@ -123,6 +130,43 @@ class FromOptax(Optimizer):
         if self.sign == "update":
             return {k: -out[k] for k in keys}
         return {k: out[k] for k in keys}
+
+    def _schedule_free_states(self) -> list[Any]:
+        """The ``ScheduleFreeState``\ s in the optax state (none before a step is recorded)."""
+        found = jax.tree.leaves(getattr(self, "tx_state", None), is_leaf=_is_schedule_free)
+        return [x for x in found if _is_schedule_free(x)]
+
+    @property
+    def passes_eval_params_on(self) -> bool:
+        """Whether its evaluation point is the iterate: no schedule-free state inside."""
+        return not self._schedule_free_states()
+
+    def eval_params(self, params: Mapping[Key, jax.Array]) -> dict[Key, jax.Array]:
+        """``optax.contrib.schedule_free_eval_params`` if the optax state is schedule-free.
+
+        Otherwise the parameters themselves. A schedule-free state for only some of
+        the parameters (under ``optax.masked`` or ``optax.partition``), or more than
+        one, is a :class:`~flr_nnx.HookError`: optax defines no evaluation point there.
+        """
+        found = self._schedule_free_states()
+        if not found:
+            return dict(params)
+        z = found[0].z
+        keys = list(z) if isinstance(z, Mapping) and set(z) == set(params) else list(params)
+        param_dict = ParamDict((k, params[k]) for k in keys)  # in z's order
+        if len(found) > 1 or jax.tree.structure(z) != jax.tree.structure(param_dict):
+            raise HookError(
+                f"FromOptax({self.tx}) holds {len(found)} optax.contrib.ScheduleFreeState(s) "
+                "whose z does not have the parameters' structure (a schedule-free "
+                "transformation for only some parameters, e.g. under optax.masked or "
+                "optax.partition): optax.contrib.schedule_free_eval_params has no evaluation "
+                "point for it. Fix: run schedule-free on all the parameters of this "
+                "from_optax, e.g. select them with flr.compose.Partition around "
+                "flr.from_optax(optax.contrib.schedule_free(...)), or use the hook twin "
+                "flr.compose.ScheduleFree."
+            )
+        point = optax.contrib.schedule_free_eval_params(found[0], param_dict)
+        return {k: point[k] for k in params}
 
 
 class ParamDict(dict):

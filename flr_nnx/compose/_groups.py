@@ -10,6 +10,7 @@ import jax
 from flax import nnx
 from flax.nnx import filterlib
 
+from flr_nnx._engine import eval_points
 from flr_nnx._errors import HookError, HyperparameterError
 from flr_nnx._optimizer import Key, Optimizer, call, restrict
 
@@ -63,7 +64,8 @@ class Partition(Optimizer):
       ``nnx.All``, ``nnx.Not``, or a tuple (any of them).
 
     Each group's optimizer keeps its own state (under ``optimizers[i]``) for
-    its own parameters only, and counts its own steps.
+    its own parameters only, and counts its own steps. Its evaluation point
+    (:meth:`eval_params`) is each group's, on that group's parameters.
 
     Args:
         groups: ``(filter, optimizer or None)`` pairs, first match wins.
@@ -177,6 +179,35 @@ class Partition(Optimizer):
             sub_extra = restrict(extra, mine)
             updates.update(call(opt, loss=loss, grads=mine, params=sub_params, **sub_extra))
         return updates
+
+    passes_eval_params_on = True  # no evaluation point of its own: its groups'
+
+    def eval_params(self, params: Mapping[Key, jax.Array]) -> dict[Key, jax.Array]:
+        """Each group's evaluation point on its own parameters; frozen ones as they are.
+
+        The groups are selected on the arrays (the model's Variables are not known
+        here), so a group selected by Variable type whose optimizer has an evaluation
+        point is a :class:`~flr_nnx.HookError`; without one, every parameter is its own.
+        """
+        out = dict(params)
+        evaluating = [
+            i for i, opt in enumerate(self.optimizers) if opt is not None and eval_points(opt)
+        ]
+        if not evaluating:  # the identity: no need to select the groups
+            return out
+        try:
+            labels = self.labels(list(params), params)
+        except HookError as error:
+            raise HookError(
+                f"Partition cannot select its groups for eval_params: {error} Group "
+                f"{evaluating[0]}'s optimizer has an evaluation point, which needs them. Fix: "
+                "select the groups by a path regex or a predicate on the key."
+            ) from error
+        for i in evaluating:
+            mine = {k: p for k, p in params.items() if labels[k] == i}
+            if mine:
+                out.update(self.optimizers[i].eval_params(mine))
+        return out
 
 
 def freeze(opt: Optimizer, *filters: Any) -> Partition:
