@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from optax.contrib._complex_valued import SplitRealAndImaginaryArrays  # optax exports no name
 from flax import nnx
 
 import flr_nnx as flr
@@ -42,7 +43,8 @@ def grads_at(step, params):
 def assert_identical(ours, theirs, what):
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
         assert a.dtype == b.dtype, what
-        np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32), what)
+        as_ = np.complex64 if jnp.iscomplexobj(a) else np.float32  # bfloat16 -> float32
+        np.testing.assert_array_equal(np.asarray(a, as_), np.asarray(b, as_), what)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["float32", "bfloat16"])
@@ -184,3 +186,176 @@ def test_errors():
     optimizer = flr.NNXOptimizer(model, optax.sgd(0.1), wrt=nnx.Param)
     with pytest.raises(flr.BridgeError, match="schedule_free_eval_params"):
         optimizer.eval_params(model)
+
+
+class _Drops(flr.optim.Optimizer):
+    """A user-written wrapper that does not define eval_params."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __call__(self, loss, grads, params, **extra):
+        return flr.optim.call(self.inner, loss=loss, grads=grads, params=params, **extra)
+
+
+class _PassesOn(_Drops):
+    def eval_params(self, params):
+        return self.inner.eval_params(params)
+
+
+def _evaluated(opt, params, steps=2):
+    tx = flr.as_optax(opt)
+    state = tx.init(params)
+    for step in range(steps):
+        updates, state = tx.update(grads_at(step, params), state, params)
+        params = optax.apply_updates(params, updates)
+    return flr.eval_params(tx, state, params), params
+
+
+def test_a_wrapper_that_drops_the_evaluation_point_is_an_error():
+    params = {"w": jnp.array([1.0, -2.0])}
+    make = lambda: flr.optim.ScheduleFreeSGD(0.1)  # noqa: E731
+    message = r"_Drops \(at opt\) wraps ScheduleFreeSGD \(at opt.inner\).*Fix: define `eval_params"
+    with pytest.raises(flr.HookError, match=message):
+        _evaluated(_Drops(make()), params)
+    # Nested in a wrapper that passes it on: the innermost dropping wrapper, by its path.
+    with pytest.raises(flr.HookError, match=r"_Drops \(at opt.links\[1\]\) wraps ScheduleFreeSGD"):
+        _evaluated(flr.compose.Chain(flr.optim.Clip(1.0), _Drops(make())), params)
+    # flr's wrappers without a defined composition refuse it the same way.
+    for wrapper in [
+        lambda o: flr.compose.Mechanize(o),
+        lambda o: flr.compose.Lookahead(o, 2, 0.5),
+        lambda o: _Drops(flr.compose.MultiSteps(o, 2)),
+    ]:
+        with pytest.raises(flr.HookError, match="does not define eval_params"):
+            _evaluated(wrapper(make()), params)
+    # Through the NNX bridge too.
+    model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
+    optimizer = flr.NNXOptimizer(model, flr.compose.Mechanize(make()), wrt=nnx.Param)
+    with pytest.raises(flr.HookError, match=r"Mechanize \(at opt\) wraps ScheduleFreeSGD"):
+        optimizer.eval_params(model)
+    # Passed on: the inner point, as alone.
+    ours, last = _evaluated(_PassesOn(make()), params)
+    alone, _ = _evaluated(make(), params)
+    assert_identical(ours, alone, "passed on")
+    assert not np.array_equal(ours["w"], last["w"])
+    # No evaluation point inside (pass-on wrappers only): the identity, no error.
+    for opt in [
+        _Drops(flr.optim.Adam(0.1)),
+        flr.compose.Mechanize(flr.compose.Chain(flr.optim.SGD(1.0))),
+        flr.compose.Lookahead(flr.compose.MultiSteps(flr.optim.SGD(0.1), 2), 2, 0.5),
+        _Drops(flr.from_optax(optax.sgd(0.1))),
+    ]:
+        ours, last = _evaluated(opt, params)
+        assert ours["w"] is last["w"]
+
+
+def test_partition_evaluates_each_group_like_optax_multi_transform():
+    params = {"a": jnp.linspace(-1.0, 1.0, 4), "b": jnp.array([0.5, -0.5])}
+    opt = flr.compose.Partition(
+        [(r"^a$", flr.optim.ScheduleFreeSGD(0.1, warmup_steps=2))], default=flr.optim.SGD(0.1)
+    )
+    otx = optax.multi_transform(
+        {"sf": optax.contrib.schedule_free_sgd(0.1, warmup_steps=2), "sgd": optax.sgd(0.1)},
+        {"a": "sf", "b": "sgd"},
+    )
+    tx = flr.as_optax(opt)
+    state, ostate, oparams = tx.init(params), otx.init(params), params
+    update, oupdate = jax.jit(tx.update), jax.jit(otx.update)
+    for step in range(STEPS):
+        updates, state = update(grads_at(step, params), state, params)
+        oupdates, ostate = oupdate(grads_at(step, oparams), ostate, oparams)
+        params = optax.apply_updates(params, updates)
+        oparams = optax.apply_updates(oparams, oupdates)
+        sf = ostate.inner_states["sf"].inner_state  # z is masked: its "a" subtree
+        expected = optax.contrib.schedule_free_eval_params(
+            sf._replace(z={"a": sf.z["a"]}), {"a": oparams["a"]}
+        )
+        ours = flr.eval_params(tx, state, params)
+        assert_identical(ours["a"], expected["a"], f"step {step}")
+        assert ours["b"] is params["b"]  # SGD's group: the iterate
+    assert not np.array_equal(ours["a"], params["a"])  # after the warmup: x is not y
+
+
+def test_partition_by_variable_type():
+    model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
+    # No evaluation point in any group: the identity, though groups need the Variables.
+    plain = flr.compose.Partition([(nnx.Param, flr.optim.Adam(0.1))], default=None)
+    optimizer = flr.NNXOptimizer(model, plain, wrt=nnx.Param)
+    _train_step(model, optimizer)
+    ours = optimizer.eval_params(model)
+    np.testing.assert_array_equal(ours["kernel"], model.kernel[...])
+    sf = flr.compose.Partition([(nnx.Param, flr.optim.ScheduleFreeSGD(0.1))], default=None)
+    optimizer = flr.NNXOptimizer(model, sf, wrt=nnx.Param)
+    _train_step(model, optimizer)
+    with pytest.raises(flr.HookError, match="Partition cannot select its groups for eval_params"):
+        optimizer.eval_params(model)
+
+
+def _split(x):
+    return SplitRealAndImaginaryArrays(x.real, x.imag) if jnp.iscomplexobj(x) else x
+
+
+def test_split_real_and_imaginary_matches_optax():
+    params = {"z": jnp.array([1.0 + 2.0j, -0.5 + 0.25j]), "r": jnp.array([0.5, -1.0])}
+    tx = flr.as_optax(flr.compose.SplitRealAndImaginary(flr.optim.ScheduleFreeSGD(0.1, b1=0.8)))
+    otx = optax.contrib.split_real_and_imaginary(optax.contrib.schedule_free_sgd(0.1, b1=0.8))
+    state, ostate, oparams = tx.init(params), otx.init(params), params
+    update, oupdate = jax.jit(tx.update), jax.jit(otx.update)
+    is_pair = lambda x: isinstance(x, SplitRealAndImaginaryArrays)  # noqa: E731
+    for step in range(STEPS):
+        updates, state = update(grads_at(step, params), state, params)
+        oupdates, ostate = oupdate(grads_at(step, oparams), ostate, oparams)
+        params = optax.apply_updates(params, updates)
+        oparams = optax.apply_updates(oparams, oupdates)
+        point = optax.contrib.schedule_free_eval_params(
+            ostate.inner_state, jax.tree.map(_split, oparams)
+        )
+        expected = jax.tree.map(
+            lambda x: x.real + x.imaginary * 1j if is_pair(x) else x, point, is_leaf=is_pair
+        )
+        ours = flr.eval_params(tx, state, params)
+        assert ours["z"].dtype == jnp.complex64
+        assert_identical(ours, expected, f"step {step}")
+
+
+@pytest.mark.parametrize(
+    "make, inner_state",
+    [
+        (lambda: optax.contrib.schedule_free_sgd(0.1, warmup_steps=2), lambda s: s),
+        (
+            lambda: optax.chain(optax.clip(1.0), optax.contrib.schedule_free_adamw(0.05)),
+            lambda s: s[1],
+        ),
+        (
+            lambda: optax.MultiSteps(optax.contrib.schedule_free_sgd(0.1), 2),
+            lambda s: s.inner_opt_state,
+        ),
+    ],
+    ids=["schedule_free_sgd", "chain", "MultiSteps"],
+)
+def test_from_optax_matches_schedule_free_eval_params(make, inner_state):
+    params = {"a": jnp.linspace(-1.0, 1.0, 5), "b": [jnp.ones((2, 3))]}
+    tx, otx = flr.as_optax(flr.from_optax(make(), sign="update")), make()
+    state, ostate, oparams = tx.init(params), otx.init(params), params
+    for step in range(STEPS):
+        updates, state = tx.update(grads_at(step, params), state, params)
+        oupdates, ostate = otx.update(grads_at(step, oparams), ostate, oparams)
+        params = optax.apply_updates(params, updates)
+        oparams = optax.apply_updates(oparams, oupdates)
+        expected = optax.contrib.schedule_free_eval_params(inner_state(ostate), oparams)
+        assert_identical(flr.eval_params(tx, state, params), expected, f"step {step}")
+    # Inside a wrapper that drops it: refused, as for a hook optimizer.
+    wrapped = flr.compose.Lookahead(flr.from_optax(make(), sign="update"), 2, 0.5)
+    with pytest.raises(flr.HookError, match=r"Lookahead \(at opt\) wraps FromOptax"):
+        _evaluated(wrapped, params)
+
+
+def test_from_optax_without_one_evaluation_point_is_an_error():
+    params = {"a": jnp.ones(2), "b": jnp.ones(2)}
+    twice = optax.chain(optax.contrib.schedule_free_sgd(0.1), optax.contrib.schedule_free_sgd(0.1))
+    tx = flr.as_optax(flr.from_optax(twice, sign="update"))
+    state = tx.init(params)
+    _, state = tx.update(grads_at(0, params), state, params)
+    with pytest.raises(flr.HookError, match="2 optax.contrib.ScheduleFreeState.*no evaluation"):
+        flr.eval_params(tx, state, params)

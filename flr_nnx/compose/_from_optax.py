@@ -132,7 +132,7 @@ class FromOptax(Optimizer):
         return {k: out[k] for k in keys}
 
     def _schedule_free_states(self) -> list[Any]:
-        """The ``ScheduleFreeState``\ s in the optax state (none before a step is recorded)."""
+        """The optax state's ``ScheduleFreeState`` values (none before a step is recorded)."""
         found = jax.tree.leaves(getattr(self, "tx_state", None), is_leaf=_is_schedule_free)
         return [x for x in found if _is_schedule_free(x)]
 
