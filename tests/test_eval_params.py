@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from optax.contrib._complex_valued import SplitRealAndImaginaryArrays  # optax exports no name
 from flax import nnx
+from optax.contrib._complex_valued import SplitRealAndImaginaryArrays  # optax exports no name
 
 import flr_nnx as flr
 
@@ -357,5 +357,5 @@ def test_from_optax_without_one_evaluation_point_is_an_error():
     tx = flr.as_optax(flr.from_optax(twice, sign="update"))
     state = tx.init(params)
     _, state = tx.update(grads_at(0, params), state, params)
-    with pytest.raises(flr.HookError, match="2 optax.contrib.ScheduleFreeState.*no evaluation"):
+    with pytest.raises(flr.HookError, match=r"2 optax\.contrib\.ScheduleFreeState.*no evaluation"):
         flr.eval_params(tx, state, params)

@@ -59,8 +59,7 @@ def check_passed_on(root: Optimizer) -> None:
         dropping = [
             path[:i]
             for i in range(len(path))
-            if isinstance(nodes[path[:i]], Optimizer)
-            and not overrides_eval_params(nodes[path[:i]])
+            if isinstance(nodes[path[:i]], Optimizer) and not overrides_eval_params(nodes[path[:i]])
         ]
         if not dropping:
             continue
