@@ -6,7 +6,7 @@ import contextlib
 import contextvars
 import inspect
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import jax
@@ -17,7 +17,7 @@ from flr_nnx._contract import (
     not_optax,
     unannotated,
 )
-from flr_nnx._errors import HookError, TransientReadError
+from flr_nnx._errors import HookError, Missing, TransientReadError
 
 Key = tuple[str | int, ...]
 """A parameter's key: its path in the parameter tree, e.g. ``('layers', 0, 'kernel')``."""
@@ -279,13 +279,28 @@ def call(hook: Callable[..., Any], /, **kwargs: Any) -> Any:
         ...                value_fn=lambda p: 1.0, grad={})
         1.0
     """
-    names, takes_all = _signature(hook)
+    names, takes_all, required = _signature(hook)
     if not takes_all:
         kwargs = {k: v for k, v in kwargs.items() if k in names or k in _CORE}
     # A bridge's own extras reach only what names them (optimizers that pass them on
     # name them too), so `**kwargs` passed on to optax never carries them.
     kwargs = {k: v for k, v in kwargs.items() if k not in BY_NAME or (k in names and v is not None)}
+    if "grads" in kwargs:  # a model-level hook: its required extras, if the step lacks them
+        for name in required - kwargs.keys():
+            kwargs[name] = None if RUN.get() is not None else _missing_extra(hook, name)
     return checked_call(hook, **kwargs)
+
+
+def _missing_extra(hook: Callable[..., Any], name: str) -> Missing:
+    """Stands in for a required extra argument the step was not given; using it raises."""
+    owner = getattr(_target(hook), "__qualname__", repr(hook))
+    return Missing(
+        name,
+        f"pass `{name}=` to every update: `tx.update(grads, state, params, {name}=...)` "
+        f"(optax), `optimizer.update(model, grads, {name}=...)` (NNXOptimizer). It names "
+        "this extra argument without a default, so it needs it at every step.",
+        reader=owner,
+    )
 
 
 def checked_call(hook: Callable[..., Any], /, **kwargs: Any) -> Any:
@@ -314,22 +329,6 @@ def _signature_problem(hook: Callable[..., Any], kwargs: Mapping[str, Any]) -> H
         signature.bind(**kwargs)
     except TypeError as bad:
         owner = getattr(target, "__qualname__", repr(target))
-        missing = [
-            p.name
-            for p in signature.parameters.values()
-            if p.default is p.empty
-            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-            and p.name not in kwargs
-        ]
-        extras = [name for name in missing if name not in _HOOK_ARGUMENTS]
-        if extras and len(extras) == len(missing) and "grads" in kwargs:  # a model-level hook
-            return HookError(
-                f"{owner} takes the extra argument{'s' * (len(extras) > 1)} "
-                f"{', '.join(f'{n}=' for n in extras)}, which this call did not get: an extra "
-                "argument arrives only when the caller passes it to `update` (at init, only "
-                "stand-ins for optax's `grad=` and `value_fn=` exist). Fix: give it a default "
-                f"(`{extras[0]}=None`) and handle its absence, or pass it to every `update`."
-            )
         shown = unannotated(signature.parameters.values())
         return HookError(
             f"{owner}{shown} cannot be called as the engine calls it, with the keyword "
@@ -342,26 +341,12 @@ def _signature_problem(hook: Callable[..., Any], kwargs: Mapping[str, Any]) -> H
     return None
 
 
-def keyed_like(value: Any, keys: Iterable[Key]) -> bool:
-    """Whether an extra argument is keyed by parameter, like ``grads`` (optax's ``grad=``)."""
-    return isinstance(value, Mapping) and all(key in value for key in keys)
+def _signature(hook: Callable[..., Any]) -> tuple[frozenset[str], bool, frozenset[str]]:
+    """A hook's parameter names, whether it takes ``**kwargs``, and its required extras.
 
-
-def restrict(extra: Mapping[str, Any], keys: Iterable[Key]) -> dict[str, Any]:
-    """The extra arguments for a subset of the parameters, e.g. one group of a partition.
-
-    Extra arguments keyed by parameter keep only ``keys``; the others (a loss
-    value, ``value_fn``, which fills in the parameters it is not given) pass
-    unchanged.
+    The required extras are the extra arguments it names without a default: it
+    needs them at every step.
     """
-    keys = list(keys)
-    return {
-        name: {k: value[k] for k in keys} if keyed_like(value, keys) else value
-        for name, value in extra.items()
-    }
-
-
-def _signature(hook: Callable[..., Any]) -> tuple[frozenset[str], bool]:
     target = _target(hook)
     function = getattr(target, "__func__", target)
     try:
@@ -371,17 +356,24 @@ def _signature(hook: Callable[..., Any]) -> tuple[frozenset[str], bool]:
     try:
         parameters = inspect.signature(target).parameters.values()
     except (TypeError, ValueError):  # a builtin without a signature: pass everything
-        return frozenset(), True
+        return frozenset(), True, frozenset()
     found = (
         frozenset(p.name for p in parameters if p.kind is not p.VAR_KEYWORD),
         any(p.kind is p.VAR_KEYWORD for p in parameters),
+        frozenset(
+            p.name
+            for p in parameters
+            if p.default is p.empty
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and p.name not in _CORE | BY_NAME
+        ),
     )
     with contextlib.suppress(TypeError):  # a callable object that cannot be weakly referenced
         _SIGNATURES[function] = found
     return found
 
 
-_SIGNATURES: weakref.WeakKeyDictionary[Any, tuple[frozenset[str], bool]] = (
+_SIGNATURES: weakref.WeakKeyDictionary[Any, tuple[frozenset[str], bool, frozenset[str]]] = (
     weakref.WeakKeyDictionary()
 )
 

@@ -206,3 +206,22 @@ def _flat_value_fn(value_fn: Callable[[Any], Any], base: Any) -> Callable[[Any],
     # extra arguments it names (data), as optax's do.
     flat_value_fn.__wrapped__ = value_fn  # type: ignore[attr-defined]
     return flat_value_fn
+
+
+def keyed_like(value: Any, keys: Iterable[Key]) -> bool:
+    """Whether an extra argument is keyed by parameter, like ``grads`` (optax's ``grad=``)."""
+    return isinstance(value, Mapping) and all(key in value for key in keys)
+
+
+def restrict(extra: Mapping[str, Any], keys: Iterable[Key]) -> dict[str, Any]:
+    """The extra arguments for a subset of the parameters, e.g. one group of a partition.
+
+    Extra arguments keyed by parameter keep only ``keys``; the others (a loss
+    value, ``value_fn``, which fills in the parameters it is not given) pass
+    unchanged.
+    """
+    keys = list(keys)
+    return {
+        name: {k: value[k] for k in keys} if keyed_like(value, keys) else value
+        for name, value in extra.items()
+    }

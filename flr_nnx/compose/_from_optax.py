@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import optax
 
 from flr_nnx._errors import BridgeError, HyperparameterError, Missing, describe
-from flr_nnx._optimizer import Optimizer, keyed_like
+from flr_nnx._optimizer import Optimizer
+from flr_nnx._tree import keyed_like
 
 Sign = Literal["auto", "gradient", "update"]
 
