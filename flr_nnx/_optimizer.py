@@ -14,6 +14,7 @@ import jax
 from flr_nnx._contract import (
     check_arguments,
     check_model_grads,
+    check_per_example_grads,
     not_optax,
     unannotated,
 )
@@ -82,6 +83,22 @@ class Optimizer:
     reading it before a hook assigns it in that step is a
     :class:`~flr_nnx.TransientReadError` (an ``AttributeError``) that says
     so, and setting it in ``__init__`` is a :class:`~flr_nnx.StateError`.
+    """
+
+    per_example_grads: ClassVar[bool] = False
+    """Whether this optimizer takes per-example gradients (one more leading axis).
+
+    ``True`` declares that every gradient it is given has a leading batch axis
+    (one gradient per example, e.g. from ``jax.vmap(jax.grad(loss))``) that the
+    parameters do not have: ``grads[k].shape == (batch, *params[k].shape)``.
+    Its ``call_model`` reads them whole and returns ordinary gradients, of the
+    parameters' shapes (it aggregates the examples, as
+    :class:`~flr_nnx.optim.DPSGD` does); the engine creates its state on such
+    gradients (a batch of one at init), and a gradient without the axis is a
+    :class:`~flr_nnx.StructureError` (as are per-example gradients given to an
+    optimizer that does not declare it). A wrapper that hands its gradients to
+    such an optimizer declares it too (a property, as :class:`~flr_nnx.compose.Chain`
+    does for its first link).
     """
 
     def __init__(self) -> None:
@@ -185,6 +202,8 @@ class Optimizer:
             A dict from parameter key to update (positive = descent).
         """
         known = grads
+        if self.per_example_grads:
+            check_per_example_grads(self, known, params)
         grads = call(
             self.call_model,
             grads=grads,
@@ -193,7 +212,7 @@ class Optimizer:
             nnx_variables=nnx_variables,
             **extra,
         )
-        check_model_grads(self, grads, known)
+        check_model_grads(self, grads, known, per_example=self.per_example_grads)
         return {
             key: checked_call(self.call_param, key=key, grad=grad, param=params[key])
             for key, grad in grads.items()

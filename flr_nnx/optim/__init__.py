@@ -27,6 +27,10 @@ from flr_nnx.optim._dadapt import DAdaptAdamW as DAdaptAdamW
 from flr_nnx.optim._dadapt import Prodigy as Prodigy
 from flr_nnx.optim._dog import DoG as DoG
 from flr_nnx.optim._dog import DoWG as DoWG
+from flr_nnx.optim._dpsgd import DPSGD as DPSGD
+from flr_nnx.optim._dpsgd import (
+    DifferentiallyPrivateAggregate as DifferentiallyPrivateAggregate,
+)
 from flr_nnx.optim._fromage import Fromage as Fromage
 from flr_nnx.optim._lamb import LAMB as LAMB
 from flr_nnx.optim._lars import LARS as LARS
