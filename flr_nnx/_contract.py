@@ -143,10 +143,11 @@ def per_example_mismatch(
         per_example: whether the optimizer takes per-example gradients.
     """
     if per_example and (len(got) != len(shape) + 1 or got[1:] != shape):
+        batched = "(batch" + "".join(f", {n}" for n in shape) + ("," if not shape else "") + ")"
         return (
             f"{name} takes per-example gradients (it declares `per_example_grads = True`): "
             f"parameter {key} has shape {shape}, so its gradient must have shape "
-            f"(batch, *{shape}); it has shape {got}. Fix: {PER_EXAMPLE_FIX}; a wrapper "
+            f"{batched}; it has shape {got}. Fix: {PER_EXAMPLE_FIX}; a wrapper "
             "gives it those only if it takes them itself (flr.compose.Chain with it as "
             "the first link does; MultiSteps and other accumulating wrappers do not)."
         )
