@@ -41,6 +41,7 @@ from flr_nnx.optim._momo import MomoAdam as MomoAdam
 from flr_nnx.optim._muon import Muon as Muon
 from flr_nnx.optim._nadam import NAdam as NAdam
 from flr_nnx.optim._noisy_sgd import NoisySGD as NoisySGD
+from flr_nnx.optim._normalize import Normalize as Normalize
 from flr_nnx.optim._novograd import NovoGrad as NovoGrad
 from flr_nnx.optim._optimistic import OptimisticAdamV2 as OptimisticAdamV2
 from flr_nnx.optim._optimistic import OptimisticGradientDescent as OptimisticGradientDescent
