@@ -148,3 +148,17 @@ def test_wrappers_pass_per_example_grads_only_where_they_take_them():
     ):
         with pytest.raises(flr.StructureError, match=r"DPSGD takes per-example.*a wrapper"):
             flr.as_optax(wrapped).init(params)
+
+
+@pytest.mark.parametrize(("l2_norm_clip", "noise_multiplier"), [(3.0, 2.0), (100.0, 4.0)])
+def test_noise_standard_deviation_is_clip_times_multiplier(l2_norm_clip, noise_multiplier):
+    # optax's test_noise_multiplier (dropped from tests/peers/test_optax_privacy.py, which
+    # initialises on another tree than it updates), the state initialised on the tree used.
+    grads = [jnp.ones((1, 100, 100))]  # a batch of one example
+    hook = flr.optim.DifferentiallyPrivateAggregate(l2_norm_clip, noise_multiplier, key=1337)
+    tx = flr.as_optax(hook, sign="gradient")
+    state = tx.init([jnp.zeros((100, 100))])
+    expected_std = l2_norm_clip * noise_multiplier
+    for _ in range(3):
+        updates, state = jax.jit(tx.update)(grads, state)
+        np.testing.assert_allclose(jnp.std(updates[0]), expected_std, atol=0.1 * expected_std)

@@ -89,6 +89,10 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     # -- section I (issue 14)
     # -- end of section I
     # -- section J (issue 14)
+    "dpsgd": flr.optim.DPSGD,  # optax.contrib.dpsgd: per-example gradients
+    # optax.contrib's gradient transformations (as_optax(..., sign="gradient")):
+    "differentially_private_aggregate": flr.optim.DifferentiallyPrivateAggregate,
+    "normalize": flr.optim.Normalize,  # SAM's adversarial direction
     # -- end of section J
     # -- section K (issue 14)
     # -- end of section K
@@ -105,6 +109,7 @@ WRAPPER_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     # -- section I (issue 14)
     # -- end of section I
     # -- section J (issue 14)
+    "sam": flr.compose.SAM,  # optax.contrib.sam: wraps an outer and an adversarial optimizer
     # -- end of section J
     # -- section K (issue 14)
     # -- end of section K
