@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import jax
@@ -10,8 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from flr_nnx._optimizer import Key, Optimizer
-from flr_nnx.helpers import ScalarOrSchedule
-from flr_nnx.optim._noisy_sgd import _as_key
+from flr_nnx.helpers import ScalarOrSchedule, prng_key
 from flr_nnx.optim._sgd import SGD
 
 
@@ -79,20 +77,8 @@ class DifferentiallyPrivateAggregate(Optimizer):
         *,
         seed: int | None = None,
     ):
-        if seed is not None:  # optax's deprecation, message and error included
-            warnings.warn(
-                '"seed" is deprecated and will be removed in optax 0.2.7, use "key".',
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            if key is not None:
-                raise ValueError("Only one of seed or key can be specified.")
-            key = seed
-        if key is None:
-            warnings.warn("Specifying a key will be required in optax 0.2.7.", stacklevel=2)
-            key = 0
         self.l2_norm_clip, self.noise_multiplier = l2_norm_clip, noise_multiplier
-        self.rng_key = _as_key(key)  # state: the key advances at every step
+        self.rng_key = prng_key(key, seed)  # state: the key advances at every step
 
     def call_model(self, grads, **_):
         return aggregate(self, grads)
@@ -157,7 +143,7 @@ class DPSGD(SGD):
     ):
         super().__init__(learning_rate, momentum=momentum, nesterov=nesterov)
         self.l2_norm_clip, self.noise_multiplier = l2_norm_clip, noise_multiplier
-        self.rng_key = _as_key(seed)  # state: the key advances at every step
+        self.rng_key = prng_key(seed)  # state: the key advances at every step
 
     def call_model(self, grads, **extra):
         return super().call_model(aggregate(self, grads), **extra)
