@@ -624,7 +624,7 @@ ZOO: list[Entry] = [
         },
     ),
     Entry(
-        "DPSGD",  # per-example gradients: a batch of one here (batches: tests/test_dpsgd.py)
+        "DPSGD (batch of 1)",  # per-example gradients (real batches: tests/test_dpsgd.py)
         lambda: _DPSGDOfOne(1e-2, l2_norm_clip=1.0, noise_multiplier=0.5, seed=0, momentum=0.9),
         lambda: _dpsgd_of_one_twin(1e-2, 1.0, 0.5, 0, momentum=0.9),
         extra={
