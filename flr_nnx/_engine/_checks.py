@@ -68,7 +68,8 @@ def _check_shapes(
         grad = grads.get(key)
         if grad is None:
             continue
-        mismatch = per_example_mismatch(
+        # Without the optimizer (parameters checked alone), no gradient kind to name.
+        mismatch = opt is not None and per_example_mismatch(
             type(opt).__name__, key, shape, tuple(grad.shape), per_example
         )
         if mismatch:
