@@ -27,7 +27,10 @@ What is measured:
   outside the loop) against a raw ``jax.jit`` optax step; and the same on a
   tiny model, where the per-call overhead dominates;
 - trace + compile time at 10 / 100 / 1000 / 3000 leaves;
-- init time (the lazy-state discovery) against ``optax.adam().init``.
+- init time (the lazy-state discovery) against ``optax.adam().init``;
+- one optimizer per family (first-order, second-order, line search,
+  schedule-free, wrapper) against its optax twin: a whole training step
+  (``benchmarks/families.py``).
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ from flax import nnx
 
 import flr_nnx as flr
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from families import family_steps  # a module beside this script
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LR = 1e-3
 MIN_BYTES_PER_PARAM = 28  # Adam: read param, grad, m, v; write param, m, v (float32)
@@ -75,6 +81,7 @@ class Config:
     reps: int  # interleaved repetitions of each timing
     target_s: float  # wall time of one timed repetition
     init_reps: int
+    family: tuple[int, int, int]  # (width, depth, batch) of the per-family training step
 
 
 FULL = Config(
@@ -91,6 +98,7 @@ FULL = Config(
     reps=9,
     target_s=0.15,
     init_reps=3,
+    family=(256, 8, 16),
 )
 
 SMOKE = Config(
@@ -107,6 +115,7 @@ SMOKE = Config(
     reps=2,
     target_s=0.002,
     init_reps=1,
+    family=(4, 2, 3),
 )
 
 
@@ -674,6 +683,28 @@ def report(results: dict[str, Any], cfg: Config, smoke: bool) -> str:
                 f"{stat.min_ratio(block['stats'][ref_name]):.3f} | "
                 f"{stat.min_ratio(block['stats'][raw_name]):.3f} |"
             )
+    width, depth, batch = cfg.family
+    lines += [
+        "",
+        "## Training step, one optimizer per family, against its optax twin",
+        "",
+        f"A tanh MLP of {depth} layers of width {width} (float32) on a fixed batch of {batch}: "
+        "one `jax.jit` step with donation computes the loss and gradient, the update (with "
+        "the family's extra arguments) and `optax.apply_updates`. Both sides compute the same "
+        "gradient: the ratio is the cost of the optimizer's own work. flr runs through "
+        "`flr.as_optax`.",
+        "",
+        "| family | optimizer | optax twin | flr | spread (optax / flr) | flr / optax | "
+        "flr / optax (min) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in results["families"]:
+        ref, ours = row["stats"]["optax"], row["stats"]["flr"]
+        lines.append(
+            f"| {row['family']} | {row['name']} | {fmt_time(ref.median)} | "
+            f"{fmt_time(ours.median)} | {ref.spread:.0%} / {ours.spread:.0%} | "
+            f"{ours.ratio(ref):.3f} | {ours.min_ratio(ref):.3f} |"
+        )
     lines += [
         "",
         "## Trace + compile time (leaves of 4096 float32)",
@@ -825,6 +856,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "n_params": n_params,
             "n_leaves": n_leaves,
         }
+    say("one optimizer per family")
+    results["families"] = family_steps(interleaved, cfg, *cfg.family)
     say("trace + compile")
     known = {n: {k: [b.trace_compile_s] for k, b in cases[-1]["built"].items()}}
     results["compile"] = compile_times(cfg, known)

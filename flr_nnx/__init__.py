@@ -18,6 +18,7 @@ from flr_nnx._errors import StateError as StateError
 from flr_nnx._errors import StructureError as StructureError
 from flr_nnx._errors import TracerLeakError as TracerLeakError
 from flr_nnx._errors import TransientReadError as TransientReadError
+from flr_nnx._eval import eval_params as eval_params
 from flr_nnx._hyper import hyper as hyper
 from flr_nnx._hyper_access import get_hyper as get_hyper
 from flr_nnx._hyper_access import set_hyper as set_hyper

@@ -16,15 +16,10 @@ from flax.nnx import filterlib
 from flr_nnx import _engine
 from flr_nnx._bridges import is_optax
 from flr_nnx._errors import ArgumentError, Missing
+from flr_nnx._eval import nnx_eval_params
 from flr_nnx._live_view import live_view
 from flr_nnx._nnx_variables import Variables, keep_sharding, slots, state_shardings
-from flr_nnx._optax import (
-    hook_template,
-    init_state,
-    optax_updates,
-    step_state,
-    transformation,
-)
+from flr_nnx._optax import hook_template, init_state, optax_updates, step_state, transformation
 from flr_nnx._optimizer import Optimizer
 
 M = TypeVar("M")
@@ -139,6 +134,8 @@ class NNXOptimizer(nnx.Optimizer[M]):
             BridgeError: if this optimizer runs an optax transformation.
         """
         return live_view(self)
+
+    eval_params = nnx_eval_params
 
     def update(  # type: ignore[override]
         self, model: M, grads: Any = _MISSING, /, *, loss: Any = None, **kwargs: Any

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -128,7 +129,12 @@ def transformation(
         steps, state = step_state(template, state, updates, params, loss, extra)
         return optax_updates(steps, updates, negate), state
 
+    TEMPLATES[update_fn] = template  # for flr.eval_params(tx, state, params)
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+# The hook optimizer behind each transformation, by its update function (which it keeps alive).
+TEMPLATES: weakref.WeakKeyDictionary[Any, Optimizer] = weakref.WeakKeyDictionary()
 
 
 # -- the pure path both bridges run -----------------------------------------------------

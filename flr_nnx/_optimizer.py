@@ -218,6 +218,22 @@ class Optimizer:
             for key, grad in grads.items()
         }
 
+    def eval_params(self, params: Mapping[Key, jax.Array]) -> Mapping[Key, jax.Array]:
+        """The parameters to evaluate or export at, given the iterate ``params``: by default these.
+
+        An optimizer whose iterate is not the point to evaluate (schedule-free's) overrides
+        it to compute that point from its state, which it only reads; a wrapper passes it
+        on to what it wraps. The bridges run it: :func:`flr_nnx.eval_params` (optax) and
+        :meth:`flr_nnx.NNXOptimizer.eval_params`.
+
+        Args:
+            params: the current parameters, keyed like ``grads``.
+
+        Returns:
+            The evaluation parameters, keyed like ``params`` (same shapes and dtypes).
+        """
+        return params
+
     def __repr__(self) -> str:
         fields = ", ".join(
             f"{name}={_short(value)}"

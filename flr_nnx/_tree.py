@@ -209,6 +209,9 @@ def _flat_value_fn(value_fn: Callable[..., Any], base: Any, keys: set[Key]) -> C
         result_keys, leaves, _ = flatten(result)
         return {k: leaf for k, leaf in zip(result_keys, leaves) if k in keys}
 
+    # inspect.signature then names value_fn's own arguments: a line search passes it the
+    # extra arguments it names (data), as optax's do.
+    flat_value_fn.__wrapped__ = value_fn  # type: ignore[attr-defined]
     return flat_value_fn
 
 

@@ -113,6 +113,7 @@ REFUSED = {
     "Rprop": "raises",  # optax.rprop clips: complex numbers have no order
     "Adadelta": "complex state",  # optax.adadelta squares complex gradients (g**2)
     "OptimisticAdamV2": "real state",  # mu_dtype=bfloat16
+    "GaLore": "complex state",  # optax.contrib.galore's SVD drops the imaginary part
 }
 REFUSED_VARIANTS = [
     Entry(

@@ -1,6 +1,7 @@
 """Every example runs (with small settings), so the examples cannot rot."""
 
 import custom_optimizer
+import lbfgs_nnx
 import optax_chain
 import quickstart
 import train_digits
@@ -52,3 +53,14 @@ def test_custom_optimizer_is_bit_identical_to_optax_adan():
     assert all(report.bit_identical for report in out["reports"])
     assert out["adan"] == out["optax.adan"]
     assert out["adan"][-1] < out["adan"][0]
+
+
+def test_lbfgs_nnx_is_optax_lbfgs_step_for_step(tmp_path, capsys):
+    out = lbfgs_nnx.main(steps=12, plot_path=tmp_path / "lbfgs.png")
+    curves = out["curves"]
+    ours = curves["flr.optim.LBFGS (NNXOptimizer)"]
+    reference = curves["optax.lbfgs (nnx.Optimizer)"]
+    assert ours == reference  # bit-identical updates give identical losses
+    assert reference[-1] < 0.5 * reference[0]  # it learns
+    assert (tmp_path / "lbfgs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "identical losses at every step: True" in capsys.readouterr().out

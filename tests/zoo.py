@@ -117,6 +117,61 @@ def _without_deprecation(make, *args, **kwargs):
 # -- end of section F helpers
 
 
+# -- section H helpers (issue 14): LBFGS's line search re-evaluates the loss, optax's
+# extra arguments value_fn= and grad=
+
+
+def _lbfgs_objective(params):
+    """The zoo's loss (``loss_value`` in tests/test_zoo.py) as a function of the parameters."""
+    return 1.0 + 0.5 * sum(
+        jnp.sum(jnp.square(p.astype(jnp.float32))) for p in jax.tree.leaves(params)
+    )
+
+
+def _problem(name):
+    """test_zoo's convergence problem ``name`` (imported when a test runs)."""
+    import test_zoo
+
+    return test_zoo.PROBLEMS[name][0]
+
+
+class _LBFGSWithObjective(flr.optim.LBFGS):
+    """LBFGS given ``value_fn=`` and ``grad=`` at every step, as a training loop passes them
+    to ``update`` (``value=`` is the zoo's loss); ``objective`` a function of a nested dict."""
+
+    def __init__(self, *args, objective=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.objective = objective
+
+    def call_model(self, grads, params, loss, **_):
+        if self.objective is None:
+            value_fn = _lbfgs_objective
+        else:
+            value_fn = lambda flat: self.objective(flr.helpers.unflatten(flat))  # noqa: E731
+        return super().call_model(
+            grads=grads, params=params, loss=loss, grad=grads, value_fn=value_fn
+        )
+
+
+def _lbfgs_twin(*args, **kwargs):
+    """optax.lbfgs given ``value_fn=`` and ``grad=`` (the updates) at every step. Only
+    ``value=`` of the other extra arguments is passed on: optax's line search refuses
+    those ``value_fn`` does not name (the zoo's ``foo=1``), which flr's ignores."""
+    tx = optax.lbfgs(*args, **kwargs)
+
+    def update(updates, state, params=None, value=None, **_):
+        extra = {"value": value, "grad": updates, "value_fn": _lbfgs_objective}
+        return tx.update(updates, state, params, **extra)
+
+    def init(params):
+        # optax's state, its weakly typed scalars (line search diagnostics, read by no step)
+        # made strong as a step makes them: else the zoo's jitted step recompiles once
+        return jax.tree.map(lambda x: jnp.asarray(x, dtype=x.dtype), tx.init(params))
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+# -- end of section H helpers
 # -- section J helpers (issue 14): DPSGD reads per-example gradients; the harness gives one
 # gradient per parameter, i.e. a batch of one example (tests/test_dpsgd.py: real batches).
 
@@ -608,8 +663,44 @@ ZOO: list[Entry] = [
     ),
     # -- end of section G
     # -- section H (issue 14)
+    Entry(
+        "LBFGS",  # zoom line search on value_fn= (the zoo's loss), grad= at every step
+        lambda: _LBFGSWithObjective(),
+        lambda: _lbfgs_twin(),
+        needs_loss=True,
+        extra={
+            "converge": lambda: _LBFGSWithObjective(objective=_problem("parabola")),
+            "rosenbrock": lambda: _LBFGSWithObjective(objective=_problem("rosenbrock")),
+            "converge_steps": 100,
+        },
+    ),
     # -- end of section H
     # -- section I (issue 14)
+    Entry(
+        # the evaluation point x (eval_params) is checked in tests/test_eval_params.py
+        "ScheduleFree(SGD)",
+        lambda: flr.compose.ScheduleFree(flr.optim.SGD(1e-2), 1e-2),
+        lambda: optax.contrib.schedule_free(optax.sgd(1e-2), 1e-2),
+        extra={
+            "converge": lambda: flr.compose.ScheduleFree(flr.optim.SGD(0.1), 0.1),
+            "rosenbrock": lambda: flr.compose.ScheduleFree(flr.optim.SGD(2e-3), 2e-3),
+        },
+    ),
+    Entry(
+        "ScheduleFreeSGD",
+        lambda: flr.optim.ScheduleFreeSGD(1e-2, warmup_steps=3, weight_decay=1e-3),
+        lambda: optax.contrib.schedule_free_sgd(1e-2, warmup_steps=3, weight_decay=1e-3),
+        extra={
+            "converge": lambda: flr.optim.ScheduleFreeSGD(0.1, warmup_steps=10),
+            "rosenbrock": lambda: flr.optim.ScheduleFreeSGD(2e-3, warmup_steps=10),
+        },
+    ),
+    Entry(
+        "ScheduleFreeAdamW",
+        lambda: flr.optim.ScheduleFreeAdamW(1e-2, warmup_steps=3, weight_decay=1e-3),
+        lambda: optax.contrib.schedule_free_adamw(1e-2, warmup_steps=3, weight_decay=1e-3),
+        extra={"converge": lambda: flr.optim.ScheduleFreeAdamW(1e-2, warmup_steps=10)},
+    ),
     # -- end of section I
     # -- section J (issue 14)
     Entry(
@@ -634,5 +725,17 @@ ZOO: list[Entry] = [
     ),
     # -- end of section J
     # -- section K (issue 14)
+    Entry(
+        "GaLore",  # rank 2: the (5, 4) and (3, 4) kernels are projected, with an SVD at steps
+        # 0, 3 and 6; the (4, 2) kernel at full rank; the others (ranks 0, 1, 4) are not
+        lambda: flr.optim.GaLore(1e-2, rank=2, update_proj_gap=3, weight_decay=1e-2),
+        lambda: optax.contrib.galore(1e-2, rank=2, update_proj_gap=3, weight_decay=1e-2),
+        extra={"converge": lambda: flr.optim.GaLore(1e-1, rank=1, update_proj_gap=10)},
+    ),
+    Entry(
+        "Lookahead(Adam, reset_state)",  # Adam's state restarts at the syncs after steps 3 and 6
+        lambda: flr.compose.Lookahead(flr.optim.Adam(1e-2), 3, 0.5, reset_state=True),
+        lambda: lookahead_twin(optax.adam(1e-2), 3, 0.5, True),
+    ),
     # -- end of section K
 ]

@@ -3,7 +3,7 @@
 Rebuild a private copy of the optimizer with the state put back, run its
 ``__call__``, read the state out; at init, record what the hooks create. See
 README.md in this package for the modules, the data flow and the invariants.
-Both bridges (NNX and optax) call :func:`init` and :func:`step`; nothing else
+Both bridges (NNX and optax) call :func:`init`, :func:`step` and :func:`evaluate`; nothing else
 runs hooks or touches an optimizer's state.
 """
 
@@ -13,6 +13,7 @@ from flr_nnx._engine._checks import check_updates as check_updates
 from flr_nnx._engine._grouped import is_elementwise as is_elementwise
 from flr_nnx._engine._record import RUN as RUN
 from flr_nnx._engine._run import call_hooks as call_hooks
+from flr_nnx._engine._run import evaluate as evaluate
 from flr_nnx._engine._run import init as init
 from flr_nnx._engine._run import step as step
 from flr_nnx._engine._state import HookState as HookState

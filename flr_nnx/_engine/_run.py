@@ -1,4 +1,4 @@
-"""init and step: the only place hooks are executed.
+"""init, step and evaluate: the only place hooks are executed.
 
 A step rebuilds a private copy of the optimizer with the state put back, runs
 its ``__call__`` and reads the state out. Init runs the same step once, traced,
@@ -21,8 +21,8 @@ from flr_nnx._engine._jaxpr import evaluate_outputs
 from flr_nnx._engine._record import RUN, Recorder, RecordingDefaultDict, RecordingDict, scalars
 from flr_nnx._engine._sharding import spread_shardings, state_shardings
 from flr_nnx._engine._state import HookState, check_sortable, is_live, make_layout, nest
-from flr_nnx._engine._walk import Path, owner, rebuild, walk
-from flr_nnx._errors import FlrError
+from flr_nnx._engine._walk import Path, format_path, owner, rebuild, walk
+from flr_nnx._errors import FlrError, HookError, describe
 from flr_nnx._optimizer import Key, Optimizer, call
 
 
@@ -251,3 +251,49 @@ def step(
     _checks.check_statics(before.statics, after.statics, "a step")
     new_leaves = _checks.read_state(opt, layout, leaves, before, after)
     return updates, HookState(nest(layout.mirror, new_leaves), layout)
+
+
+def evaluate(opt: Optimizer, state: HookState, params: Mapping[Key, Any]) -> dict[Key, Any]:
+    """Runs ``opt.eval_params`` on ``state``: the parameters to evaluate at.
+
+    The optimizer is rebuilt with the state put back, as for a step; ``eval_params``
+    only reads it (an assignment is a :class:`HookError`).
+
+    Args:
+        opt: the hook optimizer (not mutated).
+        state: its state, as returned by :func:`init` or a step.
+        params: the current parameters, keyed like the parameters at init.
+
+    Returns:
+        The evaluation parameters, keyed like ``params``, of their shapes and dtypes.
+    """
+    layout = state.layout
+    _checks.check_grads(layout, params)
+    leaves = state.leaves()
+    values: dict[Path, Any] = dict(zip(layout.paths, leaves, strict=True))
+    values.update(layout.statics)
+    work = rebuild(opt, values, kinds=dict(layout.containers))
+    result = _guarded(opt, work, "eval_params", lambda: work.eval_params(dict(params)))
+    after = walk(work).arrays
+    name = type(opt).__name__
+    changed = [p for p, old in zip(layout.paths, leaves) if after.get(p) is not old]
+    if changed:
+        raise HookError(
+            f"{name}.eval_params assigned its state ({format_path(changed[0])}); it may only "
+            "read it (the state changes only in a step). Fix: compute the evaluation "
+            "parameters in local variables."
+        )
+    if not isinstance(result, Mapping) or set(result) != set(params):
+        raise HookError(
+            f"{name}.eval_params returned {describe(result)}; expected a dict with the keys "
+            "of `params`. Fix: return one value per parameter, e.g. `dict(params)`."
+        )
+    for key, param in params.items():
+        value = result[key]
+        if jnp.shape(value) != jnp.shape(param) or jnp.result_type(value) != param.dtype:
+            raise HookError(
+                f"{name}.eval_params returned {describe(value)} for parameter {key}; expected "
+                f"shape {tuple(param.shape)} and dtype {param.dtype} (the parameter's). Fix: "
+                "cast it, e.g. `value.astype(param.dtype)`."
+            )
+    return {key: result[key] for key in params}

@@ -68,3 +68,9 @@ class Chain(Optimizer):
         for link in self.links:
             grads = call(link, loss=loss, grads=grads, params=params, **extra)
         return grads
+
+    def eval_params(self, params: Mapping[Key, jax.Array]) -> Mapping[Key, jax.Array]:
+        """Each link's evaluation point, in order (the identity for most links)."""
+        for link in self.links:
+            params = link.eval_params(params)
+        return params

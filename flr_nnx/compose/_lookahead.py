@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from flr_nnx._errors import HyperparameterError
 from flr_nnx._optimizer import Key, Optimizer, call
+from flr_nnx.compose._reset import InitialState
 
 
 class Lookahead(Optimizer):
@@ -37,8 +38,9 @@ class Lookahead(Optimizer):
         fast_optimizer: the inner optimizer.
         sync_period: :math:`k`, fast steps per synchronisation (>= 1).
         slow_step_size: :math:`\alpha`.
-        reset_state: not supported (raises): resetting the fast optimizer
-            needs its initial state at every step, which hooks cannot re-create.
+        reset_state: reset the fast optimizer's state to its initial value (for the
+            current fast parameters) after every synchronising step, as optax does
+            (:class:`~flr_nnx.compose.InitialState`).
 
     Example:
         >>> import jax.numpy as jnp
@@ -65,13 +67,8 @@ class Lookahead(Optimizer):
                 f"Lookahead(sync_period={sync_period!r}): expected an int >= 1. "
                 "Fix: pass the number of fast steps per synchronisation, e.g. 5."
             )
-        if reset_state:
-            raise HyperparameterError(
-                "Lookahead(reset_state=True) is not supported: resetting the fast optimizer "
-                "needs its initial state at every step, and hooks cannot re-create it. "
-                "Fix: pass reset_state=False."
-            )
         self.fast = fast_optimizer
+        self.initial = InitialState(fast_optimizer) if reset_state else None
         self.sync_period = sync_period
         self.slow_step_size = slow_step_size
         self.steps_since_sync = jnp.zeros([], jnp.int32)
@@ -96,5 +93,7 @@ class Lookahead(Optimizer):
             diff = p - d - slow
             self.slow[k] = (slow + self.slow_step_size * sync_next * diff).astype(slow.dtype)
             updates[k] = d + sync_next * (1 - self.slow_step_size) * diff
+        if self.initial is not None:  # after the fast step, from the fast parameters, as optax
+            self.initial.reset(self.fast, params, where=sync_next, nnx_variables=nnx_variables)
         self.steps_since_sync = (self.steps_since_sync + 1) % self.sync_period
         return updates

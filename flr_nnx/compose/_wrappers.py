@@ -131,6 +131,10 @@ class MultiSteps(Optimizer):
             self.acc[key] = ((1 - emit) * value).astype(self.acc[key].dtype)
         return {key: emit * update for key, update in updates.items()}
 
+    def eval_params(self, params):
+        """The inner optimizer's evaluation point (:meth:`Optimizer.eval_params`)."""
+        return self.inner.eval_params(params)
+
 
 class SkipNonFinite(Optimizer):
     r"""Skips steps whose gradients contain a NaN or an infinity.
@@ -195,6 +199,8 @@ class SkipNonFinite(Optimizer):
         )
         return {key: jnp.where(apply, u, jnp.zeros_like(u)) for key, u in updates.items()}
 
+    eval_params = MultiSteps.eval_params
+
 
 def _low_precision(dtype: Any, target: Any) -> bool:
     return jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < jnp.finfo(target).bits
@@ -248,3 +254,11 @@ class MixedPrecision(Optimizer):
             }
         updates = call(self.inner, loss=loss, grads=up, params=params, **extra)
         return {k: u.astype(grads[k].dtype) for k, u in updates.items()}
+
+    def eval_params(self, params):
+        """The inner optimizer's evaluation point, computed as its step is (cast up and back)."""
+        target = self.state_dtype
+        up = {
+            k: p.astype(target) if _low_precision(p.dtype, target) else p for k, p in params.items()
+        }
+        return {k: x.astype(params[k].dtype) for k, x in self.inner.eval_params(up).items()}

@@ -32,8 +32,10 @@ from flr_nnx.optim._dpsgd import (
     DifferentiallyPrivateAggregate as DifferentiallyPrivateAggregate,
 )
 from flr_nnx.optim._fromage import Fromage as Fromage
+from flr_nnx.optim._galore import GaLore as GaLore
 from flr_nnx.optim._lamb import LAMB as LAMB
 from flr_nnx.optim._lars import LARS as LARS
+from flr_nnx.optim._lbfgs import LBFGS as LBFGS
 from flr_nnx.optim._lion import Lion as Lion
 from flr_nnx.optim._madgrad import MADGRAD as MADGRAD
 from flr_nnx.optim._momo import Momo as Momo
@@ -51,6 +53,8 @@ from flr_nnx.optim._radam import RAdam as RAdam
 from flr_nnx.optim._reduce_on_plateau import ReduceOnPlateau as ReduceOnPlateau
 from flr_nnx.optim._rmsprop import RMSProp as RMSProp
 from flr_nnx.optim._rprop import Rprop as Rprop
+from flr_nnx.optim._schedule_free import ScheduleFreeAdamW as ScheduleFreeAdamW
+from flr_nnx.optim._schedule_free import ScheduleFreeSGD as ScheduleFreeSGD
 from flr_nnx.optim._sgd import SGD as SGD
 from flr_nnx.optim._sgd import SignSGD as SignSGD
 from flr_nnx.optim._signum import Signum as Signum

@@ -35,9 +35,10 @@ Changed, and nothing else (no assertion is changed):
   and ``nnx.ModelAndOptimizer`` (also as ``TrainState``'s base class)
   ``twins.model_and_optimizer_cls(mode)``: Flax's class in mode 4, else
   ``twins.FlrModelAndOptimizer``, the same three lines over ``flr.NNXOptimizer``.
-  ``optax.lbfgs`` has no flr twin: modes 1 and 4 skip it, naming the missing
-  twin; modes 2 and 3 run it. (``test_metrics`` builds ``optax.adam`` whatever
-  its ``optimizer`` parameter says, as the source does.)
+  ``optax.lbfgs`` runs in all four modes: modes 1 and 4 build its flr twin,
+  ``flr.optim.LBFGS``, which re-evaluates the loss through ``value_fn=``.
+  (``test_metrics`` builds ``optax.adam`` whatever its ``optimizer`` parameter
+  says, as the source does.)
 - ``test_sharding_propagation`` read optax's chain state by tuple index
   (``state['opt_state'][0]['mu']['kernel']``); it finds the leaf by its path
   instead (``twins.state_path``: the one leaf under ``mu`` ending in ``kernel``,

@@ -29,10 +29,14 @@ tolerance, no step count, no skip is changed):
   same way instead of with ``alias.sgd``; the optimistic_adam branch wraps
   the twin, which warns as optax's does.
 - The ALGORITHM SPECIFIC TESTS (``LBFGSTest`` and its helpers) are dropped:
-  flr_nnx has no LBFGS twin, and they test optax's L-BFGS internals.
+  they test optax's L-BFGS internals and its agreement with scipy. flr's twin,
+  ``flr.optim.LBFGS``, is cross-checked bit for bit against ``optax.lbfgs`` in
+  ``tests/zoo.py`` and runs flax's line-search tests in
+  ``test_flax_nnx_optimizer.py``.
 - Formatted with ruff (4-space indent, double quotes) and imports sorted, as
-  the rest of this repository; the ``lbfgs`` branches of the kept tests are
-  dead code here, kept to stay close to the source.
+  the rest of this repository. The ``lbfgs`` branches of the kept tests are
+  dead code in optax's own file too (its table has no ``lbfgs`` entry, and the
+  table is kept verbatim), kept to stay close to the source.
 
 ``optax.tree.map_params``, ``optax.tree.get`` (by attribute name: the twins
 name their state as optax does), ``inject_hyperparams``, complex parameters,

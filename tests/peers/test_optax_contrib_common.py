@@ -21,29 +21,34 @@ tolerance, no step count, no skip is changed):
 
 - The tables are optax's, verbatim, filtered by ``twins.with_twins``: an entry
   runs when its optimizer has an flr_nnx twin (``twins.OPTAX_TWINS``), with
-  optax's kwargs; the others (as of this writing: galore, schedule_free_*,
-  sophia, noisy_sgd, ...) are optax's own and are not rerun. The three wrapper
-  entries around ``sgd`` (mechanize, schedule_free, reduce_on_plateau) wrap the
-  flr twin in optax's wrappers.
+  optax's kwargs; the others (as of this writing: sophia, noisy_sgd, ...) are
+  optax's own and are not rerun. The three wrapper entries around ``sgd``
+  (mechanize, schedule_free, reduce_on_plateau) wrap the flr twin in the
+  wrapper's flr twin where there is one, else in optax's wrapper.
 - The tables keep only the entries whose optimizer has an flr_nnx twin, with
   the same kwargs: from ``_MAIN_OPTIMIZERS_UNDER_TEST``, ``muon``, issue 14's
   sections (E: acprop, cocob x2, dadapt_adamw, dog, dowg, momo, momo_adam,
-  prodigy) and the three
-  wrapper entries around ``sgd`` (mechanize, schedule_free,
-  reduce_on_plateau: optax's wrappers around the flr twin); from
+  prodigy; I: schedule_free_sgd, schedule_free_adamw; K: galore) and the three
+  wrapper entries around ``sgd`` (mechanize and schedule_free: their flr twins;
+  reduce_on_plateau: optax's wrapper around the flr twin); from
   ``_BASE_OPTIMIZERS`` (wrapped in mechanize), sgd x2, adam, adamw, adamax,
   amsgrad, lamb, lion, rmsprop x2, adabelief, radam. The others (
-  ademamix, adopt, galore, madgrad,
-  schedule_free_*, sophia; adamaxw, adan, noisy_sgd, novograd,
+  ademamix, adopt, madgrad,
+  sophia; adamaxw, adan, noisy_sgd, novograd,
   optimistic_gradient_descent, sm3, yogi) are optax's own and are not rerun.
 - ``_get_opt_factory(name)`` returns ``f(**kwargs) = flr.as_optax(Twin(**kwargs))``
   (``tests/peers/twins.py``: the twin's signature, which ``inject_hyperparams``
   binds and inspects for ``ns_steps``, and whose ``learning_rate`` is annotated
   with optax's ``ScalarOrSchedule``, which the schedule test checks) instead of
   ``getattr(contrib or alias, name)``; a wrapper with an flr_nnx twin
-  (``twins.WRAPPER_TWINS``: mechanize) is the twin around the base optimizer's
-  hook twin (``_wrapper``); the others (``schedule_free``, ``reduce_on_plateau``)
-  are optax's, around the flr twin.
+  (``twins.WRAPPER_TWINS``: mechanize, schedule_free) is the twin around the base
+  optimizer's hook twin (``_wrapper``); the other (``reduce_on_plateau``) is
+  optax's, around the flr twin.
+- The schedule-free evaluation parameters are
+  ``twins.schedule_free_eval_params(opt, state, params)`` instead of
+  ``contrib.schedule_free_eval_params(state, params)``: for a twin, it is
+  ``flr.eval_params(opt, state, params)``, which needs the transformation (a
+  hook state does not hold the hyperparameters); for optax's own, optax's.
 - Formatted with ruff (4-space indent, double quotes) and imports sorted, as
   the rest of this repository; the branches for optimizers that are not here
   (sophia, ...) are dead code, kept to stay close to the source.
@@ -348,7 +353,7 @@ class ContribTest(parameterized.TestCase):
                 opt_name in ["schedule_free_sgd", "schedule_free_adamw"]
                 or wrapper_name == "schedule_free"
             ):
-                params = contrib.schedule_free_eval_params(state, params)
+                params = twins.schedule_free_eval_params(opt, state, params)
 
         with self.subTest("Test that the optimization converges"):
             platform = list(jax.tree.leaves(params)[0].devices())[0].platform

@@ -85,8 +85,11 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     # -- section G (issue 14): wrappers, in WRAPPER_TWINS below
     # -- end of section G
     # -- section H (issue 14)
+    "lbfgs": flr.optim.LBFGS,
     # -- end of section H
     # -- section I (issue 14)
+    "schedule_free_sgd": flr.optim.ScheduleFreeSGD,  # optax.contrib.schedule_free_sgd
+    "schedule_free_adamw": flr.optim.ScheduleFreeAdamW,  # optax.contrib.schedule_free_adamw
     # -- end of section I
     # -- section J (issue 14)
     "dpsgd": flr.optim.DPSGD,  # optax.contrib.dpsgd: per-example gradients
@@ -95,6 +98,7 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     "normalize": flr.optim.Normalize,  # SAM's adversarial direction
     # -- end of section J
     # -- section K (issue 14)
+    "galore": flr.optim.GaLore,  # optax.contrib.galore
     # -- end of section K
 }
 
@@ -107,6 +111,7 @@ WRAPPER_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     # -- section H (issue 14)
     # -- end of section H
     # -- section I (issue 14)
+    "schedule_free": flr.compose.ScheduleFree,  # optax.contrib.schedule_free
     # -- end of section I
     # -- section J (issue 14)
     "sam": flr.compose.SAM,  # optax.contrib.sam: wraps an outer and an adversarial optimizer
@@ -115,6 +120,19 @@ WRAPPER_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     # -- end of section K
 }
 # -- end of section G
+
+
+# -- section I (issue 14)
+def schedule_free_eval_params(opt: Any, state: Any, params: Any) -> Any:
+    """``optax.contrib.schedule_free_eval_params(state, params)`` for the transformation
+    ``opt``: :func:`flr.eval_params` when ``opt`` is a twin (its state alone does not hold
+    the hyperparameters), else optax's own function."""
+    if isinstance(state, flr.HookState):
+        return flr.eval_params(opt, state, params)
+    return optax.contrib.schedule_free_eval_params(state, params)
+
+
+# -- end of section I
 
 
 def _signature(cls: type) -> inspect.Signature:
@@ -188,7 +206,7 @@ MODES = (FLR_TWIN, OPTAX_TX, FROM_OPTAX, NNX_AS_OPTAX)
 
 # optax optimizers the peers' tests use that have no flr twin yet -> the twin's
 # future name. Move an entry to OPTAX_TWINS when its twin lands.
-MISSING_TWINS = {"lbfgs": "LBFGS"}
+MISSING_TWINS: dict[str, str] = {}
 
 
 def build_tx(test: Any, mode: str, factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
