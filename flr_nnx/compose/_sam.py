@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -10,7 +9,8 @@ import jax.numpy as jnp
 
 from flr_nnx import _engine
 from flr_nnx._errors import HyperparameterError
-from flr_nnx._optimizer import Key, Optimizer, call
+from flr_nnx._optimizer import Optimizer, call
+from flr_nnx.compose._reset import InitialState
 
 
 def _pick(flag: jax.Array, if_true: Any, if_false: Any) -> Any:
@@ -33,24 +33,6 @@ def _picked(
         for path, new in after.items()
         if new is not before.get(path) and path in if_true and path in if_false
     }
-
-
-class _Initial:
-    """The adversarial optimizer as constructed, to recreate its initial state.
-
-    A plain object, not an optimizer attribute, so the engine neither walks nor
-    copies it: its state is found with the engine's own ``init``, on the
-    parameters of the step (as optax calls ``adv_optimizer.init(params)``).
-    """
-
-    __slots__ = ("template",)
-
-    def __init__(self, template: Optimizer):
-        self.template = template
-
-    def state(self, params: Mapping[Key, jax.Array]) -> dict[Any, jax.Array]:
-        found = _engine.init(self.template, dict(params))
-        return dict(zip(found.layout.paths, found.leaves(), strict=True))
 
 
 class SAM(Optimizer):
@@ -122,7 +104,7 @@ class SAM(Optimizer):
         self.reset_state = reset_state
         self.opaque_mode = opaque_mode
         self.batch_axis_name = batch_axis_name
-        self.initial = _Initial(adv_optimizer) if reset_state else None
+        self.initial = InitialState(adv_optimizer) if reset_state else None
         if not opaque_mode:
             self.steps_since_sync = jnp.zeros([], jnp.int32)
             self.cache: dict = {}  # the parameters before the adversarial steps
@@ -145,7 +127,7 @@ class SAM(Optimizer):
         opt_after = _engine.walk(self.opt).arrays
         _engine.put(self.opt, _picked(last, opt_after, opt_before, opt_after, opt_before))
         adv_after = _engine.walk(self.adv).arrays
-        reset = before if self.initial is None else self.initial.state(params)
+        reset = before if self.initial is None else self._initial_state(params, extra)
         _engine.put(self.adv, _picked(last, reset, adv_after, adv_after, before))
         updates = {}
         for k in grads:
@@ -154,6 +136,11 @@ class SAM(Optimizer):
             self.cache[k] = _pick(first, params[k], cache[k])
         self.steps_since_sync = (self.steps_since_sync + 1) % self.sync_period
         return updates
+
+    def _initial_state(self, params, extra):
+        """The adversarial optimizer's initial state for ``params`` (optax's ``init``)."""
+        given = {"nnx_variables": extra["nnx_variables"]}
+        return self.initial.values(params, **{k: v for k, v in given.items() if v is not None})
 
     def _opaque(self, grads, params, grad_fn, extra):
         if grad_fn is None:
@@ -176,6 +163,6 @@ class SAM(Optimizer):
                 adv_grads = jax.lax.pmean(adv_grads, axis_name=self.batch_axis_name)
         if self.initial is not None:  # the state the adversarial steps created, reset
             current = _engine.walk(self.adv).arrays
-            initial = self.initial.state(params)
+            initial = self._initial_state(params, extra)
             _engine.put(self.adv, {p: v for p, v in initial.items() if p in current})
         return call(self.opt, grads=adv_grads, params=params, **extra)
