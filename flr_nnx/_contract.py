@@ -89,6 +89,53 @@ def argument_error(
     )
 
 
+def signature_problem(
+    target: Callable[..., Any], kwargs: Mapping[str, Any], hook_arguments: frozenset[str]
+) -> HookError | None:
+    """The error for calling hook ``target`` with ``kwargs`` when its signature cannot take
+    them, or None (the ``TypeError`` came from inside the hook).
+
+    Args:
+        target: what runs (a hook method, or an optimizer's ``__call__``).
+        kwargs: the keyword arguments it was called with.
+        hook_arguments: the arguments every hook may be given (others are extras).
+    """
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        return None
+    try:
+        signature.bind(**kwargs)
+    except TypeError as bad:
+        owner = getattr(target, "__qualname__", repr(target))
+        missing = [
+            p.name
+            for p in signature.parameters.values()
+            if p.default is p.empty
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and p.name not in kwargs
+        ]
+        extras = [name for name in missing if name not in hook_arguments]
+        if extras and len(extras) == len(missing) and "grads" in kwargs:  # a model-level hook
+            return HookError(
+                f"{owner} takes the extra argument{'s' * (len(extras) > 1)} "
+                f"{', '.join(f'{n}=' for n in extras)}, which this call did not get: an extra "
+                "argument arrives only when the caller passes it to `update` (at init, only "
+                "stand-ins for optax's `grad=` and `value_fn=` exist). Fix: give it a default "
+                f"(`{extras[0]}=None`) and handle its absence, or pass it to every `update`."
+            )
+        shown = unannotated(signature.parameters.values())
+        return HookError(
+            f"{owner}{shown} cannot be called as the engine calls it, with the keyword "
+            f"arguments {', '.join(f'{k}=' for k in kwargs)} ({bad}). Hooks are called with "
+            "keyword arguments, under these names. Fix: name the parameters as the base class "
+            "does and end the signature with `**_` to accept the ones you do not use, e.g. "
+            "`def call_param(self, key, grad, **_)`, `def call_model(self, grads, **_)`, "
+            "`def __call__(self, loss, grads, params, **extra)`."
+        )
+    return None
+
+
 def check_model_grads(
     opt: Any, grads: Any, known: Mapping[Key, Any], per_example: bool = False
 ) -> None:

@@ -16,9 +16,9 @@ from flr_nnx._contract import (
     check_model_grads,
     check_per_example_grads,
     not_optax,
-    unannotated,
+    signature_problem,
 )
-from flr_nnx._errors import HookError, TransientReadError
+from flr_nnx._errors import TransientReadError
 
 Key = tuple[str | int, ...]
 """A parameter's key: its path in the parameter tree, e.g. ``('layers', 0, 'kernel')``."""
@@ -312,7 +312,7 @@ def checked_call(hook: Callable[..., Any], /, **kwargs: Any) -> Any:
     try:
         return hook(**kwargs)
     except TypeError as error:
-        problem = _signature_problem(hook, kwargs)
+        problem = signature_problem(_target(hook), kwargs, _HOOK_ARGUMENTS)
         if problem is None:
             raise  # raised inside the hook, not by the call
         raise problem from error
@@ -321,44 +321,6 @@ def checked_call(hook: Callable[..., Any], /, **kwargs: Any) -> Any:
 def _target(hook: Callable[..., Any]) -> Callable[..., Any]:
     """What runs when ``hook`` is called: an optimizer's ``__call__``, else the hook."""
     return hook.__call__ if isinstance(hook, Optimizer) else hook
-
-
-def _signature_problem(hook: Callable[..., Any], kwargs: Mapping[str, Any]) -> HookError | None:
-    target = _target(hook)
-    try:
-        signature = inspect.signature(target)
-    except (TypeError, ValueError):
-        return None
-    try:
-        signature.bind(**kwargs)
-    except TypeError as bad:
-        owner = getattr(target, "__qualname__", repr(target))
-        missing = [
-            p.name
-            for p in signature.parameters.values()
-            if p.default is p.empty
-            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-            and p.name not in kwargs
-        ]
-        extras = [name for name in missing if name not in _HOOK_ARGUMENTS]
-        if extras and len(extras) == len(missing) and "grads" in kwargs:  # a model-level hook
-            return HookError(
-                f"{owner} takes the extra argument{'s' * (len(extras) > 1)} "
-                f"{', '.join(f'{n}=' for n in extras)}, which this call did not get: an extra "
-                "argument arrives only when the caller passes it to `update` (at init, only "
-                "stand-ins for optax's `grad=` and `value_fn=` exist). Fix: give it a default "
-                f"(`{extras[0]}=None`) and handle its absence, or pass it to every `update`."
-            )
-        shown = unannotated(signature.parameters.values())
-        return HookError(
-            f"{owner}{shown} cannot be called as the engine calls it, with the keyword "
-            f"arguments {', '.join(f'{k}=' for k in kwargs)} ({bad}). Hooks are called with "
-            "keyword arguments, under these names. Fix: name the parameters as the base class "
-            "does and end the signature with `**_` to accept the ones you do not use, e.g. "
-            "`def call_param(self, key, grad, **_)`, `def call_model(self, grads, **_)`, "
-            "`def __call__(self, loss, grads, params, **extra)`."
-        )
-    return None
 
 
 def keyed_like(value: Any, keys: Iterable[Key]) -> bool:
