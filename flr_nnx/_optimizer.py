@@ -14,10 +14,11 @@ import jax
 from flr_nnx._contract import (
     check_arguments,
     check_model_grads,
+    check_per_example_grads,
     not_optax,
-    unannotated,
+    signature_problem,
 )
-from flr_nnx._errors import HookError, Missing, TransientReadError
+from flr_nnx._errors import Missing, TransientReadError
 
 Key = tuple[str | int, ...]
 """A parameter's key: its path in the parameter tree, e.g. ``('layers', 0, 'kernel')``."""
@@ -82,6 +83,22 @@ class Optimizer:
     reading it before a hook assigns it in that step is a
     :class:`~flr_nnx.TransientReadError` (an ``AttributeError``) that says
     so, and setting it in ``__init__`` is a :class:`~flr_nnx.StateError`.
+    """
+
+    per_example_grads: ClassVar[bool] = False
+    """Whether this optimizer takes per-example gradients (one more leading axis).
+
+    ``True`` declares that every gradient it is given has a leading batch axis
+    (one gradient per example, e.g. from ``jax.vmap(jax.grad(loss))``) that the
+    parameters do not have: ``grads[k].shape == (batch, *params[k].shape)``.
+    Its ``call_model`` reads them whole and returns ordinary gradients, of the
+    parameters' shapes (it aggregates the examples, as
+    :class:`~flr_nnx.optim.DPSGD` does); the engine creates its state on such
+    gradients (a batch of one at init), and a gradient without the axis is a
+    :class:`~flr_nnx.StructureError` (as are per-example gradients given to an
+    optimizer that does not declare it). A wrapper that hands its gradients to
+    such an optimizer declares it too (a property, as :class:`~flr_nnx.compose.Chain`
+    does for its first link).
     """
 
     def __init__(self) -> None:
@@ -185,6 +202,8 @@ class Optimizer:
             A dict from parameter key to update (positive = descent).
         """
         known = grads
+        if self.per_example_grads:
+            check_per_example_grads(self, known, params)
         grads = call(
             self.call_model,
             grads=grads,
@@ -193,7 +212,7 @@ class Optimizer:
             nnx_variables=nnx_variables,
             **extra,
         )
-        check_model_grads(self, grads, known)
+        check_model_grads(self, grads, known, per_example=self.per_example_grads)
         return {
             key: checked_call(self.call_param, key=key, grad=grad, param=params[key])
             for key, grad in grads.items()
@@ -250,7 +269,6 @@ class Optimizer:
 
 
 _CORE = frozenset({"loss", "grads", "params"})
-_HOOK_ARGUMENTS = _CORE | {"key", "grad", "param"}
 # Extra arguments a bridge adds (not optax's): a hook or an optimizer gets them only if
 # its signature names them.
 BY_NAME = frozenset({"nnx_variables"})
@@ -308,7 +326,7 @@ def checked_call(hook: Callable[..., Any], /, **kwargs: Any) -> Any:
     try:
         return hook(**kwargs)
     except TypeError as error:
-        problem = _signature_problem(hook, kwargs)
+        problem = signature_problem(_target(hook), kwargs)
         if problem is None:
             raise  # raised inside the hook, not by the call
         raise problem from error
@@ -317,28 +335,6 @@ def checked_call(hook: Callable[..., Any], /, **kwargs: Any) -> Any:
 def _target(hook: Callable[..., Any]) -> Callable[..., Any]:
     """What runs when ``hook`` is called: an optimizer's ``__call__``, else the hook."""
     return hook.__call__ if isinstance(hook, Optimizer) else hook
-
-
-def _signature_problem(hook: Callable[..., Any], kwargs: Mapping[str, Any]) -> HookError | None:
-    target = _target(hook)
-    try:
-        signature = inspect.signature(target)
-    except (TypeError, ValueError):
-        return None
-    try:
-        signature.bind(**kwargs)
-    except TypeError as bad:
-        owner = getattr(target, "__qualname__", repr(target))
-        shown = unannotated(signature.parameters.values())
-        return HookError(
-            f"{owner}{shown} cannot be called as the engine calls it, with the keyword "
-            f"arguments {', '.join(f'{k}=' for k in kwargs)} ({bad}). Hooks are called with "
-            "keyword arguments, under these names. Fix: name the parameters as the base class "
-            "does and end the signature with `**_` to accept the ones you do not use, e.g. "
-            "`def call_param(self, key, grad, **_)`, `def call_model(self, grads, **_)`, "
-            "`def __call__(self, loss, grads, params, **extra)`."
-        )
-    return None
 
 
 def _signature(hook: Callable[..., Any]) -> tuple[frozenset[str], bool, frozenset[str]]:

@@ -20,6 +20,7 @@ from flr_nnx.helpers._common import reject_complex as reject_complex
 from flr_nnx.helpers._common import scale as scale
 from flr_nnx.helpers._common import trust_ratio as trust_ratio
 from flr_nnx.helpers._defaults import with_defaults as with_defaults
+from flr_nnx.helpers._j import prng_key as prng_key
 from flr_nnx.helpers._linesearch import zoom_linesearch as zoom_linesearch
 from flr_nnx.helpers._linesearch import zoom_linesearch_init as zoom_linesearch_init
 from flr_nnx.helpers._mask import KeyMask as KeyMask
