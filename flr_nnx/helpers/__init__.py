@@ -20,7 +20,6 @@ from flr_nnx.helpers._common import reject_complex as reject_complex
 from flr_nnx.helpers._common import scale as scale
 from flr_nnx.helpers._common import trust_ratio as trust_ratio
 from flr_nnx.helpers._defaults import with_defaults as with_defaults
-from flr_nnx.helpers._j import prng_key as prng_key
 from flr_nnx.helpers._linesearch import zoom_linesearch as zoom_linesearch
 from flr_nnx.helpers._linesearch import zoom_linesearch_init as zoom_linesearch_init
 from flr_nnx.helpers._mask import KeyMask as KeyMask
@@ -29,6 +28,7 @@ from flr_nnx.helpers._mask import MaskLike as MaskLike
 from flr_nnx.helpers._mask import key_mask as key_mask
 from flr_nnx.helpers._mask import key_of as key_of
 from flr_nnx.helpers._mask import unflatten as unflatten
+from flr_nnx.helpers._prng import prng_key as prng_key
 from flr_nnx.helpers._schedule_free import schedule_free_eval as schedule_free_eval
 from flr_nnx.helpers._schedule_free import schedule_free_step as schedule_free_step
 from flr_nnx.helpers._schedule_free import schedule_free_weight as schedule_free_weight
