@@ -125,9 +125,10 @@ class Missing:
     instead of a confusing error deep inside JAX.
     """
 
-    def __init__(self, name: str, fix: str):
+    def __init__(self, name: str, fix: str, reader: str = "This optimizer"):
         self._name = name
         self._fix = fix
+        self._reader = reader
 
     def _fail(self, *_: Any, **__: Any) -> Any:
         raise self.error()
@@ -136,7 +137,7 @@ class Missing:
         return f"<missing {self._name}>"
 
     def __getattr__(self, attr: str) -> Any:
-        if attr.startswith("__") or attr in ("_name", "_fix", "error"):
+        if attr.startswith("__") or attr in ("_name", "_fix", "_reader", "error"):
             raise AttributeError(attr)
         return self._fail()
 
@@ -147,12 +148,12 @@ class Missing:
     __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _fail
     __truediv__ = __rtruediv__ = __pow__ = __rpow__ = __neg__ = __abs__ = _fail
     __matmul__ = __rmatmul__ = __lt__ = __le__ = __gt__ = __ge__ = _fail
-    __iter__ = __len__ = _fail
+    __iter__ = __len__ = __call__ = _fail
 
     def error(self) -> MissingArgumentError:
         """The error explaining that this value is missing and how to pass it."""
         return MissingArgumentError(
-            f"This optimizer reads `{self._name}`, but it was not provided to this step. "
+            f"{self._reader} reads `{self._name}`, but it was not provided to this step. "
             f"Fix: {self._fix}"
         )
 

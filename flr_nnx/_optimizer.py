@@ -6,7 +6,7 @@ import contextlib
 import contextvars
 import inspect
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import jax
@@ -14,10 +14,11 @@ import jax
 from flr_nnx._contract import (
     check_arguments,
     check_model_grads,
+    check_per_example_grads,
     not_optax,
-    unannotated,
+    signature_problem,
 )
-from flr_nnx._errors import HookError, TransientReadError
+from flr_nnx._errors import Missing, TransientReadError
 
 Key = tuple[str | int, ...]
 """A parameter's key: its path in the parameter tree, e.g. ``('layers', 0, 'kernel')``."""
@@ -82,6 +83,22 @@ class Optimizer:
     reading it before a hook assigns it in that step is a
     :class:`~flr_nnx.TransientReadError` (an ``AttributeError``) that says
     so, and setting it in ``__init__`` is a :class:`~flr_nnx.StateError`.
+    """
+
+    per_example_grads: ClassVar[bool] = False
+    """Whether this optimizer takes per-example gradients (one more leading axis).
+
+    ``True`` declares that every gradient it is given has a leading batch axis
+    (one gradient per example, e.g. from ``jax.vmap(jax.grad(loss))``) that the
+    parameters do not have: ``grads[k].shape == (batch, *params[k].shape)``.
+    Its ``call_model`` reads them whole and returns ordinary gradients, of the
+    parameters' shapes (it aggregates the examples, as
+    :class:`~flr_nnx.optim.DPSGD` does); the engine creates its state on such
+    gradients (a batch of one at init), and a gradient without the axis is a
+    :class:`~flr_nnx.StructureError` (as are per-example gradients given to an
+    optimizer that does not declare it). A wrapper that hands its gradients to
+    such an optimizer declares it too (a property, as :class:`~flr_nnx.compose.Chain`
+    does for its first link).
     """
 
     def __init__(self) -> None:
@@ -185,6 +202,8 @@ class Optimizer:
             A dict from parameter key to update (positive = descent).
         """
         known = grads
+        if self.per_example_grads:
+            check_per_example_grads(self, known, params)
         grads = call(
             self.call_model,
             grads=grads,
@@ -193,7 +212,7 @@ class Optimizer:
             nnx_variables=nnx_variables,
             **extra,
         )
-        check_model_grads(self, grads, known)
+        check_model_grads(self, grads, known, per_example=self.per_example_grads)
         return {
             key: checked_call(self.call_param, key=key, grad=grad, param=params[key])
             for key, grad in grads.items()
@@ -250,7 +269,6 @@ class Optimizer:
 
 
 _CORE = frozenset({"loss", "grads", "params"})
-_HOOK_ARGUMENTS = _CORE | {"key", "grad", "param"}
 # Extra arguments a bridge adds (not optax's): a hook or an optimizer gets them only if
 # its signature names them.
 BY_NAME = frozenset({"nnx_variables"})
@@ -279,13 +297,28 @@ def call(hook: Callable[..., Any], /, **kwargs: Any) -> Any:
         ...                value_fn=lambda p: 1.0, grad={})
         1.0
     """
-    names, takes_all = _signature(hook)
+    names, takes_all, required = _signature(hook)
     if not takes_all:
         kwargs = {k: v for k, v in kwargs.items() if k in names or k in _CORE}
     # A bridge's own extras reach only what names them (optimizers that pass them on
     # name them too), so `**kwargs` passed on to optax never carries them.
     kwargs = {k: v for k, v in kwargs.items() if k not in BY_NAME or (k in names and v is not None)}
+    if "grads" in kwargs:  # a model-level hook: its required extras, if the step lacks them
+        for name in required - kwargs.keys():
+            kwargs[name] = None if RUN.get() is not None else _missing_extra(hook, name)
     return checked_call(hook, **kwargs)
+
+
+def _missing_extra(hook: Callable[..., Any], name: str) -> Missing:
+    """Stands in for a required extra argument the step was not given; using it raises."""
+    owner = getattr(_target(hook), "__qualname__", repr(hook))
+    return Missing(
+        name,
+        f"pass `{name}=` to every update: `tx.update(grads, state, params, {name}=...)` "
+        f"(optax), `optimizer.update(model, grads, {name}=...)` (NNXOptimizer). It names "
+        "this extra argument without a default, so it needs it at every step.",
+        reader=owner,
+    )
 
 
 def checked_call(hook: Callable[..., Any], /, **kwargs: Any) -> Any:
@@ -293,7 +326,7 @@ def checked_call(hook: Callable[..., Any], /, **kwargs: Any) -> Any:
     try:
         return hook(**kwargs)
     except TypeError as error:
-        problem = _signature_problem(hook, kwargs)
+        problem = signature_problem(_target(hook), kwargs)
         if problem is None:
             raise  # raised inside the hook, not by the call
         raise problem from error
@@ -304,64 +337,12 @@ def _target(hook: Callable[..., Any]) -> Callable[..., Any]:
     return hook.__call__ if isinstance(hook, Optimizer) else hook
 
 
-def _signature_problem(hook: Callable[..., Any], kwargs: Mapping[str, Any]) -> HookError | None:
-    target = _target(hook)
-    try:
-        signature = inspect.signature(target)
-    except (TypeError, ValueError):
-        return None
-    try:
-        signature.bind(**kwargs)
-    except TypeError as bad:
-        owner = getattr(target, "__qualname__", repr(target))
-        missing = [
-            p.name
-            for p in signature.parameters.values()
-            if p.default is p.empty
-            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-            and p.name not in kwargs
-        ]
-        extras = [name for name in missing if name not in _HOOK_ARGUMENTS]
-        if extras and len(extras) == len(missing) and "grads" in kwargs:  # a model-level hook
-            return HookError(
-                f"{owner} takes the extra argument{'s' * (len(extras) > 1)} "
-                f"{', '.join(f'{n}=' for n in extras)}, which this call did not get: an extra "
-                "argument arrives only when the caller passes it to `update` (at init, only "
-                "stand-ins for optax's `grad=` and `value_fn=` exist). Fix: give it a default "
-                f"(`{extras[0]}=None`) and handle its absence, or pass it to every `update`."
-            )
-        shown = unannotated(signature.parameters.values())
-        return HookError(
-            f"{owner}{shown} cannot be called as the engine calls it, with the keyword "
-            f"arguments {', '.join(f'{k}=' for k in kwargs)} ({bad}). Hooks are called with "
-            "keyword arguments, under these names. Fix: name the parameters as the base class "
-            "does and end the signature with `**_` to accept the ones you do not use, e.g. "
-            "`def call_param(self, key, grad, **_)`, `def call_model(self, grads, **_)`, "
-            "`def __call__(self, loss, grads, params, **extra)`."
-        )
-    return None
+def _signature(hook: Callable[..., Any]) -> tuple[frozenset[str], bool, frozenset[str]]:
+    """A hook's parameter names, whether it takes ``**kwargs``, and its required extras.
 
-
-def keyed_like(value: Any, keys: Iterable[Key]) -> bool:
-    """Whether an extra argument is keyed by parameter, like ``grads`` (optax's ``grad=``)."""
-    return isinstance(value, Mapping) and all(key in value for key in keys)
-
-
-def restrict(extra: Mapping[str, Any], keys: Iterable[Key]) -> dict[str, Any]:
-    """The extra arguments for a subset of the parameters, e.g. one group of a partition.
-
-    Extra arguments keyed by parameter keep only ``keys``; the others (a loss
-    value, ``value_fn``, which fills in the parameters it is not given) pass
-    unchanged.
+    The required extras are the extra arguments it names without a default: it
+    needs them at every step.
     """
-    keys = list(keys)
-    return {
-        name: {k: value[k] for k in keys} if keyed_like(value, keys) else value
-        for name, value in extra.items()
-    }
-
-
-def _signature(hook: Callable[..., Any]) -> tuple[frozenset[str], bool]:
     target = _target(hook)
     function = getattr(target, "__func__", target)
     try:
@@ -371,17 +352,24 @@ def _signature(hook: Callable[..., Any]) -> tuple[frozenset[str], bool]:
     try:
         parameters = inspect.signature(target).parameters.values()
     except (TypeError, ValueError):  # a builtin without a signature: pass everything
-        return frozenset(), True
+        return frozenset(), True, frozenset()
     found = (
         frozenset(p.name for p in parameters if p.kind is not p.VAR_KEYWORD),
         any(p.kind is p.VAR_KEYWORD for p in parameters),
+        frozenset(
+            p.name
+            for p in parameters
+            if p.default is p.empty
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and p.name not in _CORE | BY_NAME
+        ),
     )
     with contextlib.suppress(TypeError):  # a callable object that cannot be weakly referenced
         _SIGNATURES[function] = found
     return found
 
 
-_SIGNATURES: weakref.WeakKeyDictionary[Any, tuple[frozenset[str], bool]] = (
+_SIGNATURES: weakref.WeakKeyDictionary[Any, tuple[frozenset[str], bool, frozenset[str]]] = (
     weakref.WeakKeyDictionary()
 )
 

@@ -155,7 +155,9 @@ def hook_extras(
     ``value_fn`` or ``optax.contrib.sophia``'s ``obj_fn`` (a function of the
     parameter tree), becomes a function of such a dict, the parameters it is not
     given taken from ``params`` (called with anything but a dict, it gets its
-    arguments unchanged). Others pass unchanged.
+    arguments unchanged; its other arguments pass unchanged), and what it returns
+    shaped like the parameters (a gradient, as ``optax.contrib.sam``'s
+    ``grad_fn(params, i)`` returns) comes back as such a dict. Others pass unchanged.
 
     Args:
         extra: the extra arguments given to ``update``, without ``value``.
@@ -175,7 +177,7 @@ def hook_extras(
     out: dict[str, Any] = {}
     for name, value in extra.items():
         if callable(value):  # value_fn, sophia's obj_fn: functions of the parameters
-            out[name] = _flat_value_fn(value, updates if params is None else params)
+            out[name] = _flat_value_fn(value, updates if params is None else params, keys)
         elif jax.tree.structure(value) == structure:
             value_keys, leaves, _ = flatten(value)
             out[name] = {k: leaf for k, leaf in zip(value_keys, leaves) if k in keys}
@@ -184,7 +186,7 @@ def hook_extras(
     return out
 
 
-def _flat_value_fn(value_fn: Callable[[Any], Any], base: Any) -> Callable[[Any], Any]:
+def _flat_value_fn(value_fn: Callable[..., Any], base: Any, keys: set[Key]) -> Callable[..., Any]:
     base_keys, base_leaves, treedef = flatten(base)
 
     known = set(base_keys)
@@ -200,9 +202,44 @@ def _flat_value_fn(value_fn: Callable[[Any], Any], base: Any) -> Callable[[Any],
                 "`grads` (e.g. `{k: params[k] - step * g for k, g in grads.items()}`)."
             )
         tree = treedef.unflatten([flat.get(k, v) for k, v in zip(base_keys, base_leaves)])
-        return value_fn(tree, *args, **kwargs)
+        result = value_fn(tree, *args, **kwargs)
+        if not _like(result, treedef, base_leaves):  # a value (a loss): as it is
+            return result
+        # A tree like the parameters (a gradient): keyed like `grads`, as `flat` is.
+        result_keys, leaves, _ = flatten(result)
+        return {k: leaf for k, leaf in zip(result_keys, leaves) if k in keys}
 
     # inspect.signature then names value_fn's own arguments: a line search passes it the
     # extra arguments it names (data), as optax's do.
     flat_value_fn.__wrapped__ = value_fn  # type: ignore[attr-defined]
     return flat_value_fn
+
+
+def keyed_like(value: Any, keys: Iterable[Key]) -> bool:
+    """Whether an extra argument is keyed by parameter, like ``grads`` (optax's ``grad=``)."""
+    return isinstance(value, Mapping) and all(key in value for key in keys)
+
+
+def restrict(extra: Mapping[str, Any], keys: Iterable[Key]) -> dict[str, Any]:
+    """The extra arguments for a subset of the parameters, e.g. one group of a partition.
+
+    Extra arguments keyed by parameter keep only ``keys``; the others (a loss
+    value, ``value_fn``, which fills in the parameters it is not given) pass
+    unchanged.
+    """
+    keys = list(keys)
+    return {
+        name: {k: value[k] for k in keys} if keyed_like(value, keys) else value
+        for name, value in extra.items()
+    }
+
+
+def _like(result: Any, treedef: Any, leaves: Sequence[Any]) -> bool:
+    """Whether ``result`` is a tree like the parameters (not a scalar value, even of one
+    scalar parameter)."""
+    if jax.tree.structure(result) != treedef:
+        return False
+    shapes = [jnp.shape(leaf) for leaf in jax.tree.leaves(result)]
+    if shapes != [jnp.shape(leaf) for leaf in leaves]:
+        return False
+    return not (treedef.num_leaves == 1 and treedef.num_nodes == 1 and shapes == [()])

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 
 import flr_nnx as flr
 
@@ -462,3 +463,58 @@ def test_chain_and_from_optax_mix_ups_are_bridge_errors():
         flr.compose.Chain(optax.adam(0.1))
     with pytest.raises(flr.BridgeError, match="already a hook optimizer"):
         flr.from_optax(flr.optim.Adam(0.1))
+
+
+@pytest.mark.parametrize("bridge", ["optax", "nnx"])
+def test_a_required_extra_argument_a_step_lacks_raises_instead_of_a_default(bridge):
+    """An extra named without a default is required: never silently replaced at a step."""
+
+    class NeedsObjective(flr.optim.Optimizer):
+        def __init__(self):
+            self.seen = jnp.zeros(())
+
+        def call_model(self, grads, params, objective, **_):
+            # None at init only, where optax's extras are not known
+            self.seen = jnp.zeros(()) if objective is None else objective(params)
+            return grads
+
+    f = lambda p: jnp.sum(p["w"] ** 2)  # noqa: E731
+    if bridge == "optax":
+        tx = flr.as_optax(NeedsObjective())
+        p = {"w": jnp.ones(2)}
+        state = tx.init(p)
+        _, state = tx.update(p, state, p, objective=f)
+        assert float(state.tree["seen"]) == 2.0
+        with pytest.raises(
+            flr.MissingArgumentError,
+            match=r"NeedsObjective.call_model reads `objective`.*objective=",
+        ):
+            tx.update(p, state, p)
+        with pytest.raises(flr.MissingArgumentError, match="`objective`"):
+            jax.jit(lambda p, s: tx.update(p, s, p))(p, state)
+    else:
+        model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
+        opt = flr.NNXOptimizer(model, NeedsObjective(), wrt=nnx.Param)
+        grads = nnx.state(model, nnx.Param)
+        with pytest.raises(flr.MissingArgumentError, match="`objective`"):
+            opt.update(model, grads)
+
+
+@pytest.mark.parametrize(
+    "make, given, missing",
+    [
+        (lambda: flr.optim.LBFGS(), {"value", "grad"}, "value_fn"),
+        (lambda: flr.optim.LBFGS(), {"value", "value_fn"}, "grad"),
+        (lambda: flr.optim.Sophia(0.1), {}, "obj_fn"),
+    ],
+)
+def test_line_search_and_hessian_optimizers_refuse_a_step_without_their_extras(
+    make, given, missing
+):
+    f = lambda p: jnp.sum((p["w"] - 1.0) ** 2)  # noqa: E731
+    p = {"w": jnp.array([3.0, -1.0])}
+    value, grad = jax.value_and_grad(f)(p)
+    extras = {"value": value, "grad": grad, "value_fn": f}
+    tx = flr.as_optax(make())
+    with pytest.raises(flr.MissingArgumentError, match=f"`{missing}`"):
+        tx.update(grad, tx.init(p), p, **{k: extras[k] for k in given})

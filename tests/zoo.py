@@ -172,6 +172,43 @@ def _lbfgs_twin(*args, **kwargs):
 
 
 # -- end of section H helpers
+# -- section J helpers (issue 14): DPSGD reads per-example gradients; the harness gives one
+# gradient per parameter, i.e. a batch of one example (tests/test_dpsgd.py: real batches).
+
+
+class _DPSGDOfOne(flr.optim.DPSGD):
+    """DPSGD on a batch of one example: the harness's gradient given its batch axis."""
+
+    per_example_grads = False
+
+    def call_model(self, grads, **extra):
+        return super().call_model({k: g[None] for k, g in grads.items()}, **extra)
+
+
+def _dpsgd_of_one_twin(*args, **kwargs):
+    """optax.contrib.dpsgd given the same gradient with a batch axis of one."""
+    with warnings.catch_warnings():  # optax's dpsgd passes its deprecated `seed=` on
+        warnings.simplefilter("ignore", DeprecationWarning)
+        tx = optax.contrib.dpsgd(*args, **kwargs)
+
+    def update(updates, state, params=None, **_):
+        return tx.update(jax.tree.map(lambda g: g[None], updates), state, params)
+
+    return optax.GradientTransformationExtraArgs(tx.init, update)
+
+
+def _sam_twin(*args, **kwargs):
+    """optax.contrib.sam, whose update takes no extra argument but ``grad_fn=``: the
+    zoo's unknown one (``foo=``) is dropped, as other optax transformations ignore it."""
+    tx = optax.contrib.sam(*args, **kwargs)
+
+    def update(updates, state, params=None, **_):
+        return tx.update(updates, state, params)
+
+    return optax.GradientTransformationExtraArgs(tx.init, update)
+
+
+# -- end of section J helpers
 
 
 ZOO: list[Entry] = [
@@ -666,6 +703,26 @@ ZOO: list[Entry] = [
     ),
     # -- end of section I
     # -- section J (issue 14)
+    Entry(
+        "SAM(SGD, SGD)",  # adversarial and outer steps alternate (opaque mode: tests/test_sam.py)
+        lambda: flr.compose.SAM(flr.optim.SGD(1e-2, momentum=0.9), flr.optim.SGD(1e-3)),
+        lambda: _sam_twin(optax.sgd(1e-2, momentum=0.9), optax.sgd(1e-3)),
+        extra={
+            "rosenbrock": lambda: flr.compose.SAM(
+                flr.optim.SGD(1e-3, momentum=0.9), flr.optim.SGD(1e-4)
+            ),
+            "converge_steps": 4000,
+        },
+    ),
+    Entry(
+        "DPSGD (batch of 1)",  # per-example gradients (real batches: tests/test_dpsgd.py)
+        lambda: _DPSGDOfOne(1e-2, l2_norm_clip=1.0, noise_multiplier=0.5, seed=0, momentum=0.9),
+        lambda: _dpsgd_of_one_twin(1e-2, 1.0, 0.5, 0, momentum=0.9),
+        extra={
+            "converge": lambda: _DPSGDOfOne(1e-2, 1e3, 0.0, 0, momentum=0.9, nesterov=True),
+            "rosenbrock": lambda: _DPSGDOfOne(1e-3, 1e3, 0.0, 0, momentum=0.9, nesterov=True),
+        },
+    ),
     # -- end of section J
     # -- section K (issue 14)
     Entry(

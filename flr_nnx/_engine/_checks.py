@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flr_nnx._contract import per_example_mismatch
 from flr_nnx._engine._grouped import is_elementwise
 from flr_nnx._engine._state import Layout
 from flr_nnx._engine._walk import ATTR, Path, Walk, format_path, is_array, owner, traverse, walk
@@ -30,11 +31,17 @@ from flr_nnx._optimizer import Key, Optimizer
 
 
 def check_grads(
-    layout: Layout, grads: Mapping[Key, Any], params: Mapping[Key, Any] | Any = None
+    layout: Layout,
+    grads: Mapping[Key, Any],
+    params: Mapping[Key, Any] | Any = None,
+    opt: Optimizer | None = None,
 ) -> None:
-    """Raises :class:`StructureError` for keys, shapes or dtypes unlike those at init."""
+    """Raises :class:`StructureError` for keys, shapes or dtypes unlike those at init.
+
+    ``opt``'s ``per_example_grads`` says whether the gradients carry a batch axis.
+    """
     if tuple(grads) == layout.param_keys:
-        _check_shapes(layout, grads, params)
+        _check_shapes(layout, grads, params, opt)
         return
     known = set(layout.param_keys)
     missing = [k for k in layout.param_keys if k not in grads]
@@ -47,15 +54,28 @@ def check_grads(
             "Fix: pass gradients of the same parameters (same `wrt` filter) as at init, "
             "or initialise a new optimizer state for the new parameters."
         )
-    _check_shapes(layout, grads, params)
+    _check_shapes(layout, grads, params, opt)
 
 
 def _check_shapes(
-    layout: Layout, grads: Mapping[Key, Any], params: Mapping[Key, Any] | Any
+    layout: Layout,
+    grads: Mapping[Key, Any],
+    params: Mapping[Key, Any] | Any,
+    opt: Optimizer | None = None,
 ) -> None:
+    per_example = getattr(opt, "per_example_grads", False)
     for key, shape in zip(layout.param_keys, layout.param_shapes):
         grad = grads.get(key)
-        if grad is not None and tuple(grad.shape) != shape:
+        if grad is None:
+            continue
+        # Without the optimizer (parameters checked alone), no gradient kind to name.
+        mismatch = opt is not None and per_example_mismatch(
+            type(opt).__name__, key, shape, tuple(grad.shape), per_example
+        )
+        if mismatch:
+            raise StructureError(mismatch)
+        got = tuple(grad.shape)[1:] if per_example else tuple(grad.shape)
+        if got != shape:
             raise StructureError(
                 f"Parameter {key} had shape {shape} when the optimizer state was initialised; "
                 f"its gradient now has shape {tuple(grad.shape)}. The state (moments, ...) "
@@ -87,6 +107,7 @@ def check_updates(
 ) -> dict[Key, Any]:
     """Validates what ``opt.__call__`` returned; fills zeros for skipped keys."""
     name = type(opt).__name__
+    batch_axes = 1 if opt.per_example_grads else 0  # updates have the parameters' shapes
     if not isinstance(updates, Mapping):
         raise HookError(
             f"{name}.__call__ returned {describe(updates)}; expected a dict from parameter "
@@ -94,8 +115,9 @@ def check_updates(
         )
     out = {}
     for key, grad in grads.items():
+        shape = tuple(grad.shape)[batch_axes:]
         if key not in updates:
-            out[key] = jnp.zeros_like(grad)
+            out[key] = jnp.zeros(shape, grad.dtype)
             continue
         update = updates[key]
         param = params[key] if isinstance(params, Mapping) else grad
@@ -103,12 +125,12 @@ def check_updates(
         if update is None or not hasattr(update, "shape") or not hasattr(update, "dtype"):
             raise HookError(
                 f"{where} returned {describe(update)}; expected an array of shape "
-                f"{tuple(grad.shape)} and dtype {param.dtype}. Fix: return the update "
+                f"{shape} and dtype {param.dtype}. Fix: return the update "
                 "as a JAX array (positive means descent)."
             )
-        if tuple(update.shape) != tuple(grad.shape) or update.dtype != param.dtype:
+        if tuple(update.shape) != shape or update.dtype != param.dtype:
             raise HookError(
-                f"{where} returned {describe(update)}; expected shape {tuple(grad.shape)} "
+                f"{where} returned {describe(update)}; expected shape {shape} "
                 f"and dtype {param.dtype} (those of the parameter). Fix: make the update "
                 f"match the parameter, e.g. `update.astype(param.dtype)`, and avoid "
                 "broadcasting against state of another shape."

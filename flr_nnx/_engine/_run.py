@@ -96,7 +96,11 @@ def discovery(
         recorder = Recorder()
         work = rebuild(opt, {}, RecordingDict, default_dict=RecordingDefaultDict)
         before = walk(work)
-        grads = {k: jnp.zeros_like(v) for k, v in flat.items()}
+        # A batch of one stand-in example for an optimizer that takes per-example gradients.
+        grads = {
+            k: jnp.zeros((1, *v.shape), v.dtype) if opt.per_example_grads else jnp.zeros_like(v)
+            for k, v in flat.items()
+        }
         loss = jnp.zeros((), jnp.float32)
         # optax's extra arguments are not known at init: stand-ins of their form.
         extra = {"grad": dict(grads), "value_fn": lambda _: loss, **(given or {})}
@@ -234,7 +238,7 @@ def step(
         The updates (positive = descent), keyed like ``grads``, and the new state.
     """
     layout = state.layout
-    _checks.check_grads(layout, grads, params)
+    _checks.check_grads(layout, grads, params, opt)
     leaves = state.leaves()
     values: dict[Path, Any] = dict(zip(layout.paths, leaves, strict=True))
     values.update(layout.statics)

@@ -14,6 +14,7 @@ from flr_nnx.compose._lookahead import Lookahead as Lookahead
 from flr_nnx.compose._mechanize import Mechanize as Mechanize
 from flr_nnx.compose._packed import Packed as Packed
 from flr_nnx.compose._reset import InitialState as InitialState
+from flr_nnx.compose._sam import SAM as SAM
 from flr_nnx.compose._schedule_free import ScheduleFree as ScheduleFree
 from flr_nnx.compose._wrappers import MixedPrecision as MixedPrecision
 from flr_nnx.compose._wrappers import MultiSteps as MultiSteps

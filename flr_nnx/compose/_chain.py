@@ -51,6 +51,11 @@ class Chain(Optimizer):
                 )
         self.links = list(optimizers)
 
+    @property
+    def per_example_grads(self) -> bool:  # type: ignore[override]
+        """Per-example gradients when the first link takes them (it aggregates them)."""
+        return bool(self.links) and self.links[0].per_example_grads
+
     def __call__(
         self,
         loss: Any,

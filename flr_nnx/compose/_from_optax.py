@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import optax
 
 from flr_nnx._errors import BridgeError, HookError, HyperparameterError, Missing, describe
-from flr_nnx._optimizer import Key, Optimizer, keyed_like
+from flr_nnx._optimizer import Key, Optimizer
+from flr_nnx._tree import keyed_like
 
 Sign = Literal["auto", "gradient", "update"]
 

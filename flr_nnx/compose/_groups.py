@@ -12,7 +12,8 @@ from flax.nnx import filterlib
 
 from flr_nnx._engine import eval_points
 from flr_nnx._errors import HookError, HyperparameterError
-from flr_nnx._optimizer import Key, Optimizer, call, restrict
+from flr_nnx._optimizer import Key, Optimizer, call
+from flr_nnx._tree import restrict
 
 
 def _path_text(key: Key) -> str:

@@ -10,7 +10,8 @@ import jax.numpy as jnp
 
 from flr_nnx._engine import is_elementwise, transient_values
 from flr_nnx._errors import HookError, HyperparameterError, describe
-from flr_nnx._optimizer import Key, Optimizer, call, keyed_like
+from flr_nnx._optimizer import Key, Optimizer, call
+from flr_nnx._tree import keyed_like
 
 
 def _group_of(leaf: Any) -> Key:

@@ -28,6 +28,7 @@ from flr_nnx.helpers._mask import MaskLike as MaskLike
 from flr_nnx.helpers._mask import key_mask as key_mask
 from flr_nnx.helpers._mask import key_of as key_of
 from flr_nnx.helpers._mask import unflatten as unflatten
+from flr_nnx.helpers._prng import prng_key as prng_key
 from flr_nnx.helpers._schedule_free import schedule_free_eval as schedule_free_eval
 from flr_nnx.helpers._schedule_free import schedule_free_step as schedule_free_step
 from flr_nnx.helpers._schedule_free import schedule_free_weight as schedule_free_weight

@@ -27,6 +27,10 @@ from flr_nnx.optim._dadapt import DAdaptAdamW as DAdaptAdamW
 from flr_nnx.optim._dadapt import Prodigy as Prodigy
 from flr_nnx.optim._dog import DoG as DoG
 from flr_nnx.optim._dog import DoWG as DoWG
+from flr_nnx.optim._dpsgd import DPSGD as DPSGD
+from flr_nnx.optim._dpsgd import (
+    DifferentiallyPrivateAggregate as DifferentiallyPrivateAggregate,
+)
 from flr_nnx.optim._fromage import Fromage as Fromage
 from flr_nnx.optim._galore import GaLore as GaLore
 from flr_nnx.optim._lamb import LAMB as LAMB
@@ -39,6 +43,7 @@ from flr_nnx.optim._momo import MomoAdam as MomoAdam
 from flr_nnx.optim._muon import Muon as Muon
 from flr_nnx.optim._nadam import NAdam as NAdam
 from flr_nnx.optim._noisy_sgd import NoisySGD as NoisySGD
+from flr_nnx.optim._normalize import Normalize as Normalize
 from flr_nnx.optim._novograd import NovoGrad as NovoGrad
 from flr_nnx.optim._optimistic import OptimisticAdamV2 as OptimisticAdamV2
 from flr_nnx.optim._optimistic import OptimisticGradientDescent as OptimisticGradientDescent

@@ -94,7 +94,7 @@ class LBFGS(Optimizer):
         # The line search's state, as optax's (its learning rate, value, grad and info).
         self.linesearch_state: dict | None = None
 
-    def call_model(self, grads, params, loss=None, grad=None, value_fn=None, **extra):
+    def call_model(self, grads, params, loss, grad, value_fn, **extra):
         w = {k: params[k] for k in grads}
         for k, p in w.items():
             if k not in self.params:
@@ -114,13 +114,10 @@ class LBFGS(Optimizer):
         self.count = optax.safe_increment(self.count)
         if self.linesearch is None:
             return {k: -d for k, d in direction.items()}  # positive = descent
-        if value_fn is None:  # at init, where only the state's form matters
-            value_fn = lambda p: jnp.zeros(())  # noqa: E731
-        else:  # the extra arguments value_fn names (data), as optax's line searches
-            names = inspect.signature(value_fn).parameters
-            value_fn = functools.partial(value_fn, **{k: v for k, v in extra.items() if k in names})
-        loss = jnp.asarray(jnp.inf) if loss is None else loss
-        grad = jax.tree.map(jnp.zeros_like, w) if grad is None else {k: grad[k] for k in w}
+        # The extra arguments value_fn names (data), as optax's line searches.
+        names = inspect.signature(value_fn).parameters
+        value_fn = functools.partial(value_fn, **{k: v for k, v in extra.items() if k in names})
+        grad = {k: grad[k] for k in w}
         if isinstance(self.linesearch, optax.GradientTransformation):  # held as it is
             if self.linesearch_state is None:
                 self.linesearch_state = self.linesearch.init(w)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import warnings
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import optax
 
 from flr_nnx._optimizer import Optimizer
-from flr_nnx.helpers import ScalarOrSchedule, advance, cast, needs_count, scale, set_hypers
+from flr_nnx.helpers import (
+    ScalarOrSchedule,
+    advance,
+    cast,
+    needs_count,
+    prng_key,
+    scale,
+    set_hypers,
+)
 
 
 class NoisySGD(Optimizer):
@@ -58,20 +63,8 @@ class NoisySGD(Optimizer):
     ):
         set_hypers(self, learning_rate=learning_rate)
         self.eta, self.gamma = eta, gamma
-        if seed is not None:  # optax's deprecation, message and error included
-            warnings.warn(
-                '"seed" is deprecated and will be removed in optax 0.2.7, use "key".',
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            if key is not None:
-                raise ValueError("Only one of seed or key can be specified.")
-            key = seed
-        if key is None:
-            warnings.warn("Specifying a key will be required in optax 0.2.7.", stacklevel=2)
-            key = 0
         self.noise_count = jnp.zeros([], jnp.int32)
-        self.rng_key = _as_key(key)  # state: the key advances at every step
+        self.rng_key = prng_key(key, seed)  # state: the key advances at every step
         if needs_count(learning_rate):
             self.count = jnp.zeros([], jnp.int32)
 
@@ -91,10 +84,3 @@ class NoisySGD(Optimizer):
 
     def call_param(self, key, grad, **_):
         return cast(scale(self.lr_t, grad + self.noise[key]), grad.dtype)
-
-
-def _as_key(key: Any) -> jax.Array:
-    """A typed PRNG key from a key or an integer seed (``optax``'s ``canonicalize_key``)."""
-    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return key
-    return jax.random.key(key)

@@ -103,7 +103,7 @@ class Sophia(Optimizer):
         self.mu: dict = {}
         self.nu: dict = {}
 
-    def call_model(self, grads, params, obj_fn=None, **_):
+    def call_model(self, grads, params, obj_fn, **_):
         for key, grad in grads.items():
             if self.clip_threshold is not None:  # optax's jnp.clip raises on complex
                 reject_complex(
@@ -120,7 +120,7 @@ class Sophia(Optimizer):
         # The new estimate enters the next steps: call_param reads this step's h_{t-1}.
         nu_before = dict(self.nu)
         keys = list(grads)
-        if obj_fn is None:  # at init, where only the state's form matters
+        if obj_fn is None:  # at init (optax's extras are unknown): only the state's form
             estimate = lambda k, n: (jnp.copy(k), n)  # noqa: E731  (a new value: state)
         else:
             estimate = lambda k, n: self._hessian_step(k, n, keys, params, obj_fn)  # noqa: E731

@@ -92,6 +92,10 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     "schedule_free_adamw": flr.optim.ScheduleFreeAdamW,  # optax.contrib.schedule_free_adamw
     # -- end of section I
     # -- section J (issue 14)
+    "dpsgd": flr.optim.DPSGD,  # optax.contrib.dpsgd: per-example gradients
+    # optax.contrib's gradient transformations (as_optax(..., sign="gradient")):
+    "differentially_private_aggregate": flr.optim.DifferentiallyPrivateAggregate,
+    "normalize": flr.optim.Normalize,  # SAM's adversarial direction
     # -- end of section J
     # -- section K (issue 14)
     "galore": flr.optim.GaLore,  # optax.contrib.galore
@@ -110,6 +114,7 @@ WRAPPER_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     "schedule_free": flr.compose.ScheduleFree,  # optax.contrib.schedule_free
     # -- end of section I
     # -- section J (issue 14)
+    "sam": flr.compose.SAM,  # optax.contrib.sam: wraps an outer and an adversarial optimizer
     # -- end of section J
     # -- section K (issue 14)
     # -- end of section K
