@@ -105,7 +105,7 @@ def problem(width: int, depth: int, batch: int) -> tuple[dict[str, jax.Array], C
     def loss(p):
         h = x
         for i in range(depth):
-            h = jnp.tanh(h @ p[f"w{i}"] + p[f"b{i}"])
+            h = jnp.tanh(h @ p[f"w{i}"] + p[f"b{i}"][None, :])
         return jnp.mean((h - y) ** 2)
 
     return params, loss
