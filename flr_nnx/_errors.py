@@ -148,7 +148,8 @@ class Missing:
     __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _fail
     __truediv__ = __rtruediv__ = __pow__ = __rpow__ = __neg__ = __abs__ = _fail
     __matmul__ = __rmatmul__ = __lt__ = __le__ = __gt__ = __ge__ = _fail
-    __iter__ = __len__ = __call__ = _fail
+    __iter__ = __len__ = __call__ = __eq__ = __ne__ = _fail
+    __hash__ = object.__hash__  # as a dict's value or in a set, it is not used
 
     def error(self) -> MissingArgumentError:
         """The error explaining that this value is missing and how to pass it."""

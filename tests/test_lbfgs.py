@@ -115,3 +115,35 @@ def test_unknown_linesearch_and_memory_are_refused():
         flr.optim.LBFGS(linesearch="wolfe")
     with pytest.raises(flr.HyperparameterError, match="memory_size >= 1"):
         flr.optim.LBFGS(memory_size=0)
+
+
+def test_an_extra_argument_value_fn_does_not_take_is_refused_as_optax_does():
+    """A misspelt data argument must not leave the line search on another objective."""
+
+    def value_fn(p, x=1.0):
+        return jnp.sum((p["w"] - x) ** 2)
+
+    p = {"w": jnp.array([3.0, -1.0])}
+    value, grad = jax.value_and_grad(value_fn)(p)
+    extras = dict(value=value, grad=grad, value_fn=value_fn)
+    with pytest.raises(TypeError, match="not consumed"):
+        optax.lbfgs().update(grad, optax.lbfgs().init(p), p, **extras, batch=jnp.zeros(2))
+    tx = flr.as_optax(flr.optim.LBFGS())
+    with pytest.raises(flr.ArgumentError, match=r"\['batch'\], which value_fn does not take"):
+        tx.update(grad, tx.init(p), p, **extras, batch=jnp.zeros(2))
+    # The right name reaches value_fn, as in optax.
+    ours, _ = tx.update(grad, tx.init(p), p, **extras, x=jnp.zeros(2))
+    theirs, _ = optax.lbfgs().update(grad, optax.lbfgs().init(p), p, **extras, x=jnp.zeros(2))
+    assert jnp.array_equal(ours["w"], theirs["w"])
+
+
+def test_a_forgotten_extra_compared_with_a_value_raises_not_false():
+    class Gated(flr.optim.Optimizer):
+        def call_model(self, grads, gate, **_):
+            return grads if gate is None or gate == 1 else {k: 0 * g for k, g in grads.items()}
+
+    p = {"w": jnp.ones(2)}
+    tx = flr.as_optax(Gated())
+    assert jnp.array_equal(tx.update(p, tx.init(p), p, gate=1)[0]["w"], -p["w"])
+    with pytest.raises(flr.MissingArgumentError, match="`gate`"):
+        tx.update(p, tx.init(p), p)

@@ -123,9 +123,11 @@ def _without_deprecation(make, *args, **kwargs):
 
 def _lbfgs_objective(params):
     """The zoo's loss (``loss_value`` in tests/test_zoo.py) as a function of the parameters."""
-    return 1.0 + 0.5 * sum(
-        jnp.sum(jnp.square(p.astype(jnp.float32))) for p in jax.tree.leaves(params)
-    )
+
+    def squares(p):  # |p|^2: the real part alone of a complex parameter is not its size
+        return flr.helpers.abs_sq(p) if jnp.iscomplexobj(p) else jnp.square(p.astype(jnp.float32))
+
+    return 1.0 + 0.5 * sum(jnp.sum(squares(p)) for p in jax.tree.leaves(params))
 
 
 def _problem(name):

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from flr_nnx._errors import HyperparameterError
+from flr_nnx._errors import ArgumentError, HyperparameterError
 from flr_nnx._optimizer import Optimizer
 from flr_nnx.helpers import (
     ScalarOrSchedule,
@@ -63,8 +63,8 @@ class LBFGS(Optimizer):
         >>> updates, state = tx.update(
         ...     grad, tx.init(params), params, value=value, grad=grad, value_fn=f
         ... )
-        >>> params["w"] + updates["w"]  # the minimum, found along -grad
-        Array([1., 1.], dtype=float32)
+        >>> updates["w"]  # first step: along -grad, of length 1 (the zoom accepts it)
+        Array([-0.70710677,  0.70710677], dtype=float32)
     """
 
     def __init__(
@@ -114,17 +114,21 @@ class LBFGS(Optimizer):
         self.count = optax.safe_increment(self.count)
         if self.linesearch is None:
             return {k: -d for k, d in direction.items()}  # positive = descent
-        # The extra arguments value_fn names (data), as optax's line searches.
-        names = inspect.signature(value_fn).parameters
-        value_fn = functools.partial(value_fn, **{k: v for k, v in extra.items() if k in names})
         grad = {k: grad[k] for k in w}
         if isinstance(self.linesearch, optax.GradientTransformation):  # held as it is
             if self.linesearch_state is None:
                 self.linesearch_state = self.linesearch.init(w)
             direction, self.linesearch_state = self.linesearch.update(
-                direction, self.linesearch_state, w, value=loss, grad=grad, value_fn=value_fn
+                direction,
+                self.linesearch_state,
+                w,
+                value=loss,
+                grad=grad,
+                value_fn=value_fn,
+                **extra,
             )
         else:
+            value_fn = _with_data(value_fn, extra)
             if self.linesearch_state is None:
                 self.linesearch_state = zoom_linesearch_init(w)
             stepsize, self.linesearch_state = self.linesearch(
@@ -181,6 +185,24 @@ class LBFGS(Optimizer):
         vec, alphas = jax.lax.scan(right_product, dict(updates), indices, reverse=True)
         vec = optax.tree.scale(identity_scale, vec)
         return jax.lax.scan(left_product, vec, (indices, alphas))[0]
+
+
+def _with_data(value_fn: Callable[..., Any], extra: dict[str, Any]) -> Callable[..., Any]:
+    """``value_fn`` given the extra arguments it names (data), as optax's line searches.
+
+    Like optax's, it refuses extra arguments ``value_fn`` does not name: a misspelt
+    ``batch=`` would otherwise leave the line search on another objective.
+    """
+    names = inspect.signature(value_fn).parameters
+    unused = sorted(set(extra) - set(names))
+    if unused:
+        raise ArgumentError(
+            f"LBFGS: update() got the extra arguments {unused}, which value_fn does not "
+            f"take (its parameters: {list(names)}); the line search passes value_fn the ones it "
+            "names, and optax's raises on the others. Fix: name them in value_fn's signature "
+            "(`def value_fn(params, batch): ...`), or do not pass them to update."
+        )
+    return functools.partial(value_fn, **extra)
 
 
 def _linesearch_of(linesearch: Any) -> Callable[..., Any] | None:
