@@ -25,9 +25,7 @@ Sign = Literal["update", "gradient"]
 _NO_PARAMS = "pass the parameters: `tx.update(grads, state, params)`."
 
 
-def as_optax(
-    opt: Optimizer, sign: Sign | None = None
-) -> optax.GradientTransformationExtraArgs:
+def as_optax(opt: Optimizer, sign: Sign | None = None) -> optax.GradientTransformationExtraArgs:
     """Wraps a hook optimizer as an optax gradient transformation.
 
     Hooks return descent directions (a positive update means descent). With

@@ -365,7 +365,7 @@ def test_private_aggregate_defaults_to_its_twins_sign_in_a_chain(jit):
         state, params, out = tx.init(PARAMS), PARAMS, []
         update = jax.jit(tx.update) if jit else tx.update
         for i in range(3):  # a batch of two examples: the gradient and a scaled copy
-            per_example = jax.tree.map(lambda g: jnp.stack([g, (i + 2.0) * g]), GRADS)
+            per_example = {k: jnp.stack([g, (i + 2.0) * g]) for k, g in GRADS.items()}
             updates, state = update(per_example, state, params)
             params = optax.apply_updates(params, updates)
             out.append(updates)
@@ -378,9 +378,7 @@ def test_private_aggregate_defaults_to_its_twins_sign_in_a_chain(jit):
         )
     )
     theirs = run(
-        optax.chain(
-            optax.contrib.differentially_private_aggregate(0.3, 0.5, key=3), optax.sgd(0.1)
-        )
+        optax.chain(optax.contrib.differentially_private_aggregate(0.3, 0.5, key=3), optax.sgd(0.1))
     )
     for a, b in zip(ours, theirs, strict=True):
         for k in ("w", "b"):
