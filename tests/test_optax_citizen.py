@@ -383,6 +383,7 @@ def test_private_aggregate_defaults_to_its_twins_sign_in_a_chain(jit):
     for a, b in zip(ours, theirs, strict=True):
         for k in ("w", "b"):
             np.testing.assert_array_equal(a[k], b[k])
+    assert flr.optim.DPSGD.optax_sign == "update"  # optax.contrib.dpsgd is an optimizer
 
 
 @pytest.mark.parametrize(
