@@ -25,16 +25,24 @@ Sign = Literal["update", "gradient"]
 _NO_PARAMS = "pass the parameters: `tx.update(grads, state, params)`."
 
 
-def as_optax(opt: Optimizer, sign: Sign = "update") -> optax.GradientTransformationExtraArgs:
+def as_optax(opt: Optimizer, sign: Sign | None = None) -> optax.GradientTransformationExtraArgs:
     """Wraps a hook optimizer as an optax gradient transformation.
 
     Hooks return descent directions (a positive update means descent). With
-    ``sign="update"`` (the default) the transformation returns optax updates,
-    to be added to the parameters: the hooks' output negated, as the last link
-    of a chain. With ``sign="gradient"`` it returns the hooks' output as is, a
+    ``sign="update"`` the transformation returns optax updates, to be added to
+    the parameters: the hooks' output negated, as the last link of a chain.
+    With ``sign="gradient"`` it returns the hooks' output as is, a
     gradient-like direction, for a link that a later optax transformation
-    scales and negates (``optax.scale_by_learning_rate``); with the default
-    there, training would go uphill.
+    scales and negates (``optax.scale_by_learning_rate``, ``optax.sgd``); with
+    ``"update"`` there, training would go uphill.
+
+    By default the sign is the one ``opt``'s optax twin returns
+    (:attr:`~flr_nnx.optim.Optimizer.optax_sign`): ``"update"`` for optimizers
+    (``Adam`` as ``optax.adam``), ``"gradient"`` for the building blocks whose
+    twin is a gradient transformation (``ClipByGlobalNorm``, ``Clip``,
+    ``AddDecayedWeights``, ``Normalize``, ``DifferentiallyPrivateAggregate``),
+    so that ``flr.as_optax(block)`` equals its twin and
+    ``optax.chain(flr.as_optax(block), optax.sgd(lr))`` equals optax's chain.
 
     The optimizer is copied when wrapped; later changes to ``opt`` do not
     affect the transformation, and steps never change ``opt``.
@@ -53,7 +61,8 @@ def as_optax(opt: Optimizer, sign: Sign = "update") -> optax.GradientTransformat
         opt: a :class:`flr_nnx.optim.Optimizer`.
         sign: ``"update"`` (return updates to add) or ``"gradient"`` (return the
             hooks' directions unchanged), the words :func:`~flr_nnx.from_optax`
-            uses for what an optax transformation returns.
+            uses for what an optax transformation returns; ``None`` (the
+            default): ``opt.optax_sign``, what its optax twin returns.
 
     Returns:
         An ``optax.GradientTransformationExtraArgs`` that works in
@@ -74,8 +83,14 @@ def as_optax(opt: Optimizer, sign: Sign = "update") -> optax.GradientTransformat
         ...                  optax.scale_by_learning_rate(0.1))
         >>> tx.update({"w": jnp.ones(2)}, tx.init(params), params)[0]["w"]
         Array([-0.09999934, -0.09999934], dtype=float32)
+        >>> clip = flr.as_optax(flr.optim.ClipByGlobalNorm(1.0))  # its twin's sign: "gradient"
+        >>> tx = optax.chain(clip, optax.sgd(0.1))  # as optax.clip_by_global_norm(1.0)
+        >>> tx.update({"w": jnp.array([3.0, 4.0])}, tx.init(params), params)[0]["w"]
+        Array([-0.06      , -0.08000001], dtype=float32)
     """
     check_hook_optimizer(opt, "flr.as_optax")
+    if sign is None:  # what the optimizer's optax twin returns
+        sign = opt.optax_sign
     if sign not in ("update", "gradient"):
         raise HyperparameterError(
             f"as_optax(sign={sign!r}): expected 'update' (return updates to add to the "

@@ -7,7 +7,7 @@ import contextvars
 import inspect
 import weakref
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import jax
 
@@ -83,6 +83,21 @@ class Optimizer:
     reading it before a hook assigns it in that step is a
     :class:`~flr_nnx.TransientReadError` (an ``AttributeError``) that says
     so, and setting it in ``__init__`` is a :class:`~flr_nnx.StateError`.
+    """
+
+    optax_sign: ClassVar[Literal["update", "gradient"]] = "update"
+    """What this optimizer's optax twin returns: :func:`~flr_nnx.as_optax`'s default ``sign``.
+
+    ``"update"`` (the default): the twin is an optimizer (``optax.adam``) whose
+    output is added to the parameters, so ``as_optax`` negates the hooks'
+    descent directions. ``"gradient"``: the twin is a *gradient
+    transformation* (``optax.clip_by_global_norm``, ``optax.contrib.normalize``)
+    whose output is gradient-like, for a later link of an ``optax.chain`` to
+    scale and negate, so ``as_optax`` returns the hooks' output as is; with
+    ``"update"`` there, ``optax.chain(flr.as_optax(block), optax.sgd(lr))``
+    would step uphill. It only sets the optax bridge's default (an explicit
+    ``as_optax(opt, sign=...)`` wins): the hooks still return descent
+    directions, and :class:`~flr_nnx.NNXOptimizer` subtracts them either way.
     """
 
     per_example_grads: ClassVar[bool] = False

@@ -323,6 +323,104 @@ def test_as_optax_gradient_sign_before_scale_by_learning_rate_equals_optax():
     assert float(jnp.vdot(ours[0]["w"], GRADS["w"])) < 0  # descent
 
 
+# Each building block whose optax twin is a gradient transformation declares
+# optax_sign = "gradient": as_optax(block) returns what its twin returns, so the natural
+# port of optax.chain(<gradient transformation>, optax.sgd(lr)) descends as optax does.
+GRADIENT_BLOCKS = [
+    (lambda: flr.optim.ClipByGlobalNorm(0.2), lambda: optax.clip_by_global_norm(0.2)),
+    (lambda: flr.optim.Clip(0.25), lambda: optax.clip(0.25)),
+    (lambda: flr.optim.AddDecayedWeights(0.1), lambda: optax.add_decayed_weights(0.1)),
+    (
+        lambda: flr.optim.AddDecayedWeights(optax.linear_schedule(0.1, 0.0, 4)),
+        lambda: optax.add_decayed_weights(optax.linear_schedule(0.1, 0.0, 4)),
+    ),
+    (flr.optim.Normalize, optax.contrib.normalize),
+    (
+        lambda: flr.from_optax(optax.clip_by_global_norm(0.2)),
+        lambda: optax.clip_by_global_norm(0.2),
+    ),
+]
+
+
+@pytest.mark.parametrize("jit", [True, False], ids=["jit", "eager"])
+@pytest.mark.parametrize("make, make_optax", GRADIENT_BLOCKS)
+def test_gradient_blocks_default_to_their_twins_sign_in_a_chain(make, make_optax, jit):
+    assert make().optax_sign == "gradient"
+    alone, _ = _run(flr.as_optax(make()), jit=jit)
+    twin, _ = _run(make_optax(), jit=jit)
+    ours, _ = _run(optax.chain(flr.as_optax(make()), optax.sgd(0.1)), jit=jit)
+    theirs, _ = _run(optax.chain(make_optax(), optax.sgd(0.1)), jit=jit)
+    for a, b in zip(alone + ours, twin + theirs, strict=True):
+        for k in ("w", "b"):
+            np.testing.assert_array_equal(a[k], b[k])
+    assert float(jnp.vdot(ours[0]["w"], GRADS["w"])) < 0  # descent
+    # An explicit sign still wins: "update" negates, as before.
+    negated, _ = _run(flr.as_optax(make(), sign="update"), jit=jit)
+    np.testing.assert_array_equal(negated[0]["w"], -alone[0]["w"])
+
+
+@pytest.mark.parametrize("jit", [True, False], ids=["jit", "eager"])
+def test_private_aggregate_defaults_to_its_twins_sign_in_a_chain(jit):
+    def run(tx):
+        state, params, out = tx.init(PARAMS), PARAMS, []
+        update = jax.jit(tx.update) if jit else tx.update
+        for i in range(3):  # a batch of two examples: the gradient and a scaled copy
+            per_example = {k: jnp.stack([g, (i + 2.0) * g]) for k, g in GRADS.items()}
+            updates, state = update(per_example, state, params)
+            params = optax.apply_updates(params, updates)
+            out.append(updates)
+        return out
+
+    ours = run(
+        optax.chain(
+            flr.as_optax(flr.optim.DifferentiallyPrivateAggregate(0.3, 0.5, key=3)),
+            optax.sgd(0.1),
+        )
+    )
+    theirs = run(
+        optax.chain(optax.contrib.differentially_private_aggregate(0.3, 0.5, key=3), optax.sgd(0.1))
+    )
+    for a, b in zip(ours, theirs, strict=True):
+        for k in ("w", "b"):
+            np.testing.assert_array_equal(a[k], b[k])
+    assert flr.optim.DPSGD.optax_sign == "update"  # optax.contrib.dpsgd is an optimizer
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        flr.optim.Adam,
+        flr.optim.ScaleByLearningRate,  # optax.scale_by_learning_rate returns updates
+        lambda lr: flr.compose.Chain(flr.optim.ClipByGlobalNorm(1.0), flr.optim.SGD(lr)),
+        lambda lr: flr.from_optax(optax.sgd(lr)),
+    ],
+)
+def test_optimizers_and_wrappers_keep_the_update_sign(make):
+    assert make(0.1).optax_sign == "update"
+    updates, _ = _run(flr.as_optax(make(0.1)), steps=1)
+    assert float(jnp.vdot(updates[0]["w"], GRADS["w"])) < 0  # optax updates: descent
+
+
+def test_nnx_optimizer_still_descends_along_a_gradient_block():
+    # NNXOptimizer subtracts the hooks' descent directions, whatever optax_sign says.
+    model = nnx.Linear(3, 1, rngs=nnx.Rngs(0))
+    optimizer = flr.NNXOptimizer(model, flr.optim.ClipByGlobalNorm(0.1), wrt=nnx.Param)
+    x = jnp.ones((4, 3))
+
+    def loss_fn(m):
+        return jnp.mean((m(x) - 5.0) ** 2)
+
+    before = [jnp.asarray(p) for p in jax.tree.leaves(nnx.state(model, nnx.Param))]
+    grads = nnx.grad(loss_fn)(model)
+    clipped = jax.tree.leaves(optax.clip_by_global_norm(0.1).update(grads, None)[0])
+    loss_before = loss_fn(model)
+    optimizer.update(model, grads)
+    after = jax.tree.leaves(nnx.state(model, nnx.Param))
+    for a, p, c in zip(after, before, clipped, strict=True):
+        np.testing.assert_array_equal(a, p - c)
+    assert loss_fn(model) < loss_before
+
+
 def test_as_optax_rejects_an_unknown_sign():
     with pytest.raises(flr.HyperparameterError, match=r"'update'.*'gradient'"):
         flr.as_optax(flr.optim.Adam(0.1), sign="descent")

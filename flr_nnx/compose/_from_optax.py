@@ -132,6 +132,15 @@ class FromOptax(Optimizer):
             return {k: -out[k] for k in keys}
         return {k: out[k] for k in keys}
 
+    @property
+    def optax_sign(self) -> Sign:  # type: ignore[override]
+        """What the wrapped transformation returns (``sign``): ``as_optax`` gives ``tx`` back.
+
+        ``flr.as_optax(flr.from_optax(optax.clip_by_global_norm(1.0)))`` returns
+        clipped gradients, as the transformation it wraps does.
+        """
+        return self.sign
+
     def _schedule_free_states(self) -> list[Any]:
         """The optax state's ``ScheduleFreeState`` values (none before a step is recorded)."""
         found = jax.tree.leaves(getattr(self, "tx_state", None), is_leaf=_is_schedule_free)

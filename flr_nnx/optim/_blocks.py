@@ -4,6 +4,9 @@ Inside a chain the links pass on *descent directions* (positive means descent):
 the gradient-like blocks (clipping, weight decay) return what their optax twin
 returns, and :class:`ScaleByLearningRate` multiplies by ``+learning_rate``; the
 bridge negates once at the end, which equals optax's ``-learning_rate`` bit for bit.
+The gradient-like blocks declare ``optax_sign = "gradient"``: alone under
+:func:`~flr_nnx.as_optax` they return what their twin returns, not negated, for a
+later link of an ``optax.chain`` to scale.
 """
 
 from __future__ import annotations
@@ -43,13 +46,14 @@ class ClipByGlobalNorm(Optimizer):
     Example:
         >>> import jax.numpy as jnp
         >>> import flr_nnx as flr
-        >>> tx = flr.as_optax(flr.optim.ClipByGlobalNorm(1.0))
+        >>> tx = flr.as_optax(flr.optim.ClipByGlobalNorm(1.0))  # optax.clip_by_global_norm(1.0)
         >>> params = {"w": jnp.zeros(2)}
         >>> updates, _ = tx.update({"w": jnp.array([3.0, 4.0])}, tx.init(params), params)
-        >>> updates["w"]  # the bridge negates: a descent of norm 1
-        Array([-0.6, -0.8], dtype=float32)
+        >>> updates["w"]  # the clipped gradient, of norm 1, for a later link to scale
+        Array([0.6, 0.8], dtype=float32)
     """
 
+    optax_sign = "gradient"  # optax.clip_by_global_norm returns gradients
     transient = ("g_norm", "trigger")
 
     def __init__(self, max_norm: float):
@@ -81,9 +85,11 @@ class Clip(Optimizer):
         >>> tx = flr.as_optax(flr.optim.Clip(0.5))
         >>> params = {"w": jnp.zeros(3)}
         >>> updates, _ = tx.update({"w": jnp.array([-2.0, 0.25, 2.0])}, tx.init(params), params)
-        >>> updates["w"]
-        Array([ 0.5 , -0.25, -0.5 ], dtype=float32)
+        >>> updates["w"]  # the clipped gradient, as optax.clip(0.5) returns it
+        Array([-0.5 ,  0.25,  0.5 ], dtype=float32)
     """
+
+    optax_sign = "gradient"  # optax.clip returns gradients
 
     def __init__(self, max_delta: float):
         set_hypers(self, max_delta=max_delta)
@@ -168,10 +174,11 @@ class AddDecayedWeights(Optimizer):
         >>> tx = flr.as_optax(flr.optim.AddDecayedWeights(0.1))
         >>> params = {"w": jnp.array([1.0, -2.0])}
         >>> updates, _ = tx.update({"w": jnp.zeros(2)}, tx.init(params), params)
-        >>> updates["w"]
-        Array([-0.1,  0.2], dtype=float32)
+        >>> updates["w"]  # g + 0.1 * w, as optax.add_decayed_weights(0.1) returns it
+        Array([ 0.1, -0.2], dtype=float32)
     """
 
+    optax_sign = "gradient"  # optax.add_decayed_weights returns gradients
     transient = ("wd_t", "decays")
 
     def __init__(self, weight_decay: ScalarOrSchedule = 0.0, mask: MaskLike = None):

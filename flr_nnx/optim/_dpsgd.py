@@ -59,14 +59,14 @@ class DifferentiallyPrivateAggregate(Optimizer):
     Example:
         >>> import jax.numpy as jnp
         >>> import flr_nnx as flr
-        >>> tx = flr.as_optax(flr.optim.DifferentiallyPrivateAggregate(1.0, 0.0, key=0),
-        ...                   sign="gradient")
+        >>> tx = flr.as_optax(flr.optim.DifferentiallyPrivateAggregate(1.0, 0.0, key=0))
         >>> params = {"w": jnp.zeros(2)}
         >>> per_example = {"w": jnp.array([[3.0, 4.0], [0.1, 0.0]])}  # a batch of 2
         >>> tx.update(per_example, tx.init(params), params)[0]["w"]
         Array([0.35000002, 0.4       ], dtype=float32)
     """
 
+    optax_sign = "gradient"  # optax's aggregate returns gradients, for a later link
     per_example_grads = True
 
     def __init__(

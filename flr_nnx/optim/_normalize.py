@@ -20,11 +20,13 @@ class Normalize(Optimizer):
     Example:
         >>> import jax.numpy as jnp
         >>> import flr_nnx as flr
-        >>> tx = flr.as_optax(flr.optim.Normalize(), sign="gradient")
+        >>> tx = flr.as_optax(flr.optim.Normalize())  # optax.contrib.normalize()
         >>> params = {"w": jnp.zeros(2)}
         >>> tx.update({"w": jnp.array([3.0, 4.0])}, tx.init(params), params)[0]["w"]
         Array([0.6, 0.8], dtype=float32)
     """
+
+    optax_sign = "gradient"  # optax.contrib.normalize returns gradients
 
     def call_model(self, grads, **_):
         g_norm = global_norm(grads)  # optax.tree.norm's sequence: bit-identical

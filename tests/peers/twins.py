@@ -93,7 +93,7 @@ OPTAX_TWINS: dict[str, type[flr.optim.Optimizer]] = {
     # -- end of section I
     # -- section J (issue 14)
     "dpsgd": flr.optim.DPSGD,  # optax.contrib.dpsgd: per-example gradients
-    # optax.contrib's gradient transformations (as_optax(..., sign="gradient")):
+    # optax.contrib's gradient transformations (their optax_sign, as_optax's default: "gradient"):
     "differentially_private_aggregate": flr.optim.DifferentiallyPrivateAggregate,
     "normalize": flr.optim.Normalize,  # SAM's adversarial direction
     # -- end of section J
