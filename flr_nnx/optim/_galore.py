@@ -59,7 +59,11 @@ class GaLore(Optimizer):
         scale: :math:`s`, scales the projected-back updates.
         base_optimizer: the hook optimizer run on the low-rank gradients, which must not
             read ``param`` (optax passes it none); default :class:`Adam` with learning
-            rate 1 (``optax.scale_by_adam()``). An optax one: ``flr.from_optax(tx)``.
+            rate 1 (``optax.scale_by_adam()``). An optax one: ``flr.from_optax(tx)``,
+            bit-identical to ``optax.contrib.galore(base_optimizer=tx)`` for a gradient
+            transformation (``optax.scale_by_adam()``); a full optimizer
+            (``optax.adam(1.0)``) is negated to a descent direction, where optax's
+            GaLore steps along its update's opposite (``sign='gradient'`` is optax's).
         weight_decay: :math:`\lambda`.
         mask: which parameters are decayed, as for :class:`AdamW`.
         weight_dimension_numbers: which axes of a parameter form the matrix: None (2D
