@@ -54,3 +54,29 @@ def test_an_optax_base_optimizer_matches_optax_galore(make, sign, negate):
     for key in params:
         np.testing.assert_array_equal(got[key], expected[key])
     assert not np.array_equal(got["w"], params["w"])
+
+
+def test_dimension_numbers_that_do_not_fit_a_parameter_name_it_and_a_fix():
+    params = {"l1": {"kernel": jnp.ones((4, 3)), "bias": jnp.ones(3)}, "k": jnp.ones((3, 2, 5))}
+    dims = optax.contrib.GaLoreDimensionNumbers
+
+    def init_and_update(spec):
+        tx = flr.as_optax(flr.optim.GaLore(0.05, rank=2, weight_dimension_numbers=spec))
+        tx.update(params, tx.init(params), params)
+
+    # One for every parameter of rank >= 2: the 3-D one's axes do not fit the matrix.
+    with pytest.raises(flr.HyperparameterError) as e:
+        init_and_update(dims(0, (1, 2)))
+    message = str(e.value)
+    assert "gives parameter l1/kernel (shape (4, 3)) GaLoreDimensionNumbers(" in message
+    assert "these are (0,) and (1, 0)" in message
+    assert "Fix: for it, GaLoreDimensionNumbers(reduction_axis=0, output_axis=1); one" in message
+    # The suggested fix is one that works, given per parameter.
+    init_and_update({"l1": {"kernel": dims(0, 1), "bias": None}, "k": dims(0, (1, 2))})
+    with pytest.raises(flr.HyperparameterError, match=r"output_axis=\(0, 2\)\)"):
+        init_and_update({"l1": {"kernel": dims(0, 1), "bias": None}, "k": dims(1, (0, 1))})
+    # A vector cannot be projected.
+    with pytest.raises(
+        flr.HyperparameterError, match=r"l1/bias \(shape \(3,\)\).*Fix: give it None"
+    ):
+        init_and_update({"l1": {"kernel": dims(0, 1), "bias": dims(0, 1)}, "k": None})
