@@ -16,6 +16,7 @@ from flr_nnx._bridges import is_optax
 from flr_nnx._errors import BridgeError, StructureError, describe
 from flr_nnx._nnx_variables import keep_sharding
 from flr_nnx._optax import TEMPLATES, hook_template
+from flr_nnx._optax import _fingerprint as fingerprint
 from flr_nnx._optimizer import Optimizer
 from flr_nnx._tree import flatten, is_float
 
@@ -40,7 +41,9 @@ def eval_params(opt: Any, state: Any, params: Any) -> Any:
 
     Raises:
         BridgeError: if ``opt`` is neither a hook optimizer nor made by ``as_optax``.
-        StructureError: if ``state`` is not a :class:`~flr_nnx.HookState`.
+        StructureError: if ``state`` is not a :class:`~flr_nnx.HookState`, or is not
+            the state of ``opt`` (its layout differs from the one ``opt`` makes for
+            ``params``: another optimizer's state would be read as this one's).
 
     Example:
         >>> import jax.numpy as jnp
@@ -61,10 +64,67 @@ def eval_params(opt: Any, state: Any, params: Any) -> Any:
             "the hook optimizer (`tx.init(params)`'s result or an update's). Fix: pass the "
             "state of the transformation flr.as_optax returned, not of a chain around it."
         )
+    return _evaluate(template, state, params, check=True)
+
+
+def _evaluate(template: Optimizer, state: _engine.HookState, params: Any, check: bool) -> Any:
     keys, leaves, treedef = flatten(params)
     floats = {k: leaf for k, leaf in zip(keys, leaves) if is_float(leaf)}
+    if check:
+        _check_state_of(template, state, floats)
     result = _engine.evaluate(template, state, floats)
     return treedef.unflatten([result.get(k, leaf) for k, leaf in zip(keys, leaves)])
+
+
+# The (optimizer, parameters, state) structures seen to match: an eager call traces no init.
+_MATCHED: dict[Any, None] = {}
+
+
+def _structure(layout: _engine.Layout) -> tuple[frozenset[Any], ...]:
+    """What a layout says of the optimizer's structure: not the values of its statics.
+
+    Sets: the parameters' order is :func:`_engine.check_grads`' to check.
+    """
+    statics = frozenset(path for path, _ in layout.statics)
+    return (
+        frozenset(layout.paths),
+        statics,
+        frozenset(layout.containers),
+        frozenset(layout.hypers),
+    )
+
+
+def _paths(paths: list[Any] | tuple[Any, ...]) -> str:
+    shown = ", ".join(_engine.format_path(p) for p in paths[:4])
+    return f"[{shown}{', ...' if len(paths) > 4 else ''}]" if paths else "no state"
+
+
+def _check_state_of(template: Optimizer, state: _engine.HookState, floats: dict[Any, Any]) -> None:
+    """Raises a StructureError if ``state`` was not made by ``template`` for these parameters.
+
+    Another optimizer's state would be silently misread: a hook optimizer without an
+    evaluation point returns the iterate, a wrapper finds no state where it looks.
+    """
+    _engine.check_grads(state.layout, floats)  # names the parameters that differ
+    # The layout depends on the optimizer and on the parameters' keys, shapes and dtypes.
+    dtypes = tuple((k, jax.numpy.shape(v), jax.numpy.result_type(v)) for k, v in floats.items())
+    key = (fingerprint(template), dtypes, _structure(state.layout))
+    if key in _MATCHED:
+        return
+    # Only the layout is needed: abstract evaluation computes no initial value.
+    expected = jax.eval_shape(lambda p: _engine.init(template, p), floats).layout
+    if _structure(expected) == _structure(state.layout):
+        _MATCHED[key] = None
+        while len(_MATCHED) > 256:  # the oldest is forgotten first
+            del _MATCHED[next(iter(_MATCHED))]
+        return
+    name = type(template).__name__
+    raise StructureError(
+        f"flr.eval_params got a state that is not {name}'s: for these parameters {name} "
+        f"keeps {_paths(expected.paths)}, the state holds {_paths(state.layout.paths)}. "
+        "Fix: pass the transformation (or hook optimizer) the state came from, the `tx` "
+        "of `state = tx.init(params)`."
+    )
 
 
 def _template_of(opt: Any) -> Optimizer:
@@ -113,5 +173,6 @@ def nnx_eval_params(self: Any, model: Any) -> nnx.State:
     mirror = self.layout.mirror
     held = _engine.unnest(mirror, self.opt_state)
     state = _engine.HookState(_engine.nest(mirror, [s.get_value() for s in held]), self.layout)
-    values = eval_params(self._template, state, nnx.as_pure(variables))
+    # The state is this optimizer's own: no need to check it against the template.
+    values = _evaluate(self._template, state, nnx.as_pure(variables), check=False)
     return jax.tree.map(keep_sharding, values, variables)

@@ -188,6 +188,34 @@ def test_errors():
         optimizer.eval_params(model)
 
 
+def test_a_template_that_did_not_make_the_state_is_an_error():
+    """Another optimizer would misread the state: Adam would return the iterate."""
+    params = {"w": jnp.array([0.3, -0.2, 0.5])}
+    tx = flr.as_optax(flr.optim.ScheduleFreeAdamW(0.1))
+    state = tx.init(params)
+    updates, state = tx.update(grads_at(0, params), state, params)
+    params = optax.apply_updates(params, updates)
+    wrong = [
+        flr.optim.Adam(0.1),
+        flr.as_optax(flr.optim.SGD(0.1)),
+        flr.as_optax(flr.compose.Chain(flr.optim.ScheduleFreeAdamW(0.1))),
+    ]
+    for template in wrong:
+        with pytest.raises(flr.StructureError, match=r"not (Adam|SGD|Chain)'s.*Fix: pass the"):
+            flr.eval_params(template, state, params)
+    with pytest.raises(flr.StructureError, match=r"SGD keeps no state, the state holds \[opt"):
+        flr.eval_params(wrong[1], state, params)
+    # The same optimizer, rebuilt or with other hyperparameters, reads the state, under jit too.
+    expected = flr.eval_params(tx, state, params)
+    for template in (flr.optim.ScheduleFreeAdamW(0.1), flr.optim.ScheduleFreeAdamW(0.2)):
+        jitted = jax.jit(lambda s, p, t=template: flr.eval_params(t, s, p))
+        assert flr.eval_params(template, state, params)["w"].shape == (3,)
+        assert jitted(state, params)["w"].shape == (3,)
+    np.testing.assert_array_equal(
+        flr.eval_params(flr.optim.ScheduleFreeAdamW(0.1), state, params)["w"], expected["w"]
+    )
+
+
 class _Drops(flr.optim.Optimizer):
     """A user-written wrapper that does not define eval_params."""
 

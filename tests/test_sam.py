@@ -110,6 +110,30 @@ def test_nnx_optimizer_matches_nnx_optimizer_with_optax(opaque_mode):
         _assert_same(nnx.state(ours_model), nnx.state(theirs_model), f"step {n}")
 
 
+def test_grad_fn_returning_nnx_grads_state_names_grad_fn_and_the_fix():
+    """nnx.grad's State of Variables is not a pure tree: the error names grad_fn, not SGD."""
+    x = jax.random.normal(jax.random.key(1), (4, 3))
+    model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+    _, hook = _pair(2, True, True)
+    optimizer = flr.NNXOptimizer(model, hook, wrt=nnx.Param)
+    graphdef, _, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss(m):
+        return jnp.sum(jnp.tanh(m(x)) ** 2)
+
+    def grad_fn(params, i):
+        return nnx.grad(loss)(nnx.merge(graphdef, params, rest))  # a State of Params
+
+    with pytest.raises(flr.HookError, match=r"SAM's grad_fn\(params, i\) returned State") as e:
+        optimizer.update(model, nnx.grad(loss)(model), grad_fn=grad_fn)
+    assert "Fix: return a pure tree" in str(e.value) and "nnx.as_pure" in str(e.value)
+    # Through optax too: a tree not like the parameters is shown as it came.
+    params = {"w": jnp.ones(3)}
+    tx = flr.as_optax(hook)
+    with pytest.raises(flr.HookError, match=r"returned dict \{'w': 'x'\}; expected the"):
+        tx.update(params, tx.init(params), params, grad_fn=lambda p, i: {"w": "x"})
+
+
 def test_opaque_mode_without_grad_fn_and_bad_period_are_refused():
     params = {"w": jnp.ones(3)}
     _, hook = _pair(2, True, True)

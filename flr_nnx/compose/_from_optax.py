@@ -78,7 +78,10 @@ class FromOptax(Optimizer):
     arguments of ``tx`` (such as a mask tree) must be keyed the same way; a
     callable mask or a hook-level mask is simpler. optax's extra arguments
     (``value=`` is the loss; ``grad=``, ``value_fn=``, ...) are passed on to
-    ``tx.update``, keyed the same way. If the optax state holds a
+    ``tx.update``, keyed the same way. Called without parameters (as
+    :class:`~flr_nnx.optim.GaLore` calls its base optimizer), ``tx`` is initialised on
+    zeros shaped like the gradients and updated with ``params=None``, as optax's
+    GaLore does. If the optax state holds a
     ``optax.contrib.ScheduleFreeState``, :meth:`eval_params` is
     ``optax.contrib.schedule_free_eval_params`` on it.
 
@@ -120,7 +123,11 @@ class FromOptax(Optimizer):
             None if isinstance(params, Missing) else ParamDict((k, params[k]) for k in keys)
         )
         if not hasattr(self, "tx_state"):
-            self.tx_state = self.tx.init(param_dict)
+            # Without parameters (GaLore's base optimizer), init on zeros shaped like the
+            # gradients, as optax.contrib.galore inits its base on zero proxies: init(None)
+            # would give moments no update can match.
+            zeros = ParamDict((k, jnp.zeros_like(grads[k])) for k in keys)
+            self.tx_state = self.tx.init(zeros if param_dict is None else param_dict)
         extra = {
             name: ParamDict((k, value[k]) for k in keys) if keyed_like(value, keys) else value
             for name, value in extra.items()

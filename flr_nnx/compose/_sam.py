@@ -6,9 +6,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from flr_nnx import _engine
-from flr_nnx._errors import HyperparameterError
+from flr_nnx._errors import HookError, HyperparameterError, describe
 from flr_nnx._optimizer import Optimizer, call
 from flr_nnx.compose._reset import InitialState
 
@@ -163,7 +164,7 @@ class SAM(Optimizer):
                 k: jnp.asarray(adv_params[k] + d).astype(adv_params[k].dtype)
                 for k, d in d_adv.items()
             }
-            adv_grads = grad_fn(adv_params, i)
+            adv_grads = _checked(grad_fn(adv_params, i), grads)
             if self.batch_axis_name is not None:
                 adv_grads = jax.lax.pmean(adv_grads, axis_name=self.batch_axis_name)
         if self.initial is not None:  # the state the adversarial steps created, reset
@@ -171,3 +172,26 @@ class SAM(Optimizer):
             initial = self._initial_state(params, extra)
             _engine.put(self.adv, {p: v for p, v in initial.items() if p in current})
         return call(self.opt, grads=adv_grads, params=params, **extra)
+
+
+def _checked(adv_grads: Any, grads: dict[Any, Any]) -> Any:
+    """``grad_fn``'s gradients, or a :class:`HookError` naming it if they are not arrays.
+
+    The bridges key a tree like the parameters by parameter; anything else (``nnx.grad``'s
+    ``State`` of Variables) would reach the outer optimizer's hooks, which name neither.
+    """
+    if isinstance(adv_grads, dict) and all(k in adv_grads for k in grads):
+        arrays = (jax.Array, np.ndarray)
+        wrong = [k for k in grads if not isinstance(adv_grads[k], arrays)]
+        if not wrong:
+            return adv_grads
+        got = f"{describe(adv_grads[wrong[0]])} for parameter {wrong[0]}"
+    else:
+        got = describe(adv_grads)
+    raise HookError(
+        f"SAM's grad_fn(params, i) returned {got}; expected the gradients as a pure tree "
+        "of arrays shaped like the parameters it is given. Fix: return a pure tree, e.g. "
+        "`jax.grad(loss)(params, batch)` of a loss of the pure parameters; with nnx.grad, "
+        "`nnx.as_pure(nnx.grad(loss)(nnx.merge(graphdef, params, rest), batch))` "
+        "(or nnx.to_pure_dict), not nnx.grad's State of Variables."
+    )

@@ -59,7 +59,11 @@ class GaLore(Optimizer):
         scale: :math:`s`, scales the projected-back updates.
         base_optimizer: the hook optimizer run on the low-rank gradients, which must not
             read ``param`` (optax passes it none); default :class:`Adam` with learning
-            rate 1 (``optax.scale_by_adam()``). An optax one: ``flr.from_optax(tx)``.
+            rate 1 (``optax.scale_by_adam()``). An optax one: ``flr.from_optax(tx)``,
+            bit-identical to ``optax.contrib.galore(base_optimizer=tx)`` for a gradient
+            transformation (``optax.scale_by_adam()``); a full optimizer
+            (``optax.adam(1.0)``) is negated to a descent direction, where optax's
+            GaLore steps along its update's opposite (``sign='gradient'`` is optax's).
         weight_decay: :math:`\lambda`.
         mask: which parameters are decayed, as for :class:`AdamW`.
         weight_dimension_numbers: which axes of a parameter form the matrix: None (2D
@@ -123,7 +127,7 @@ class GaLore(Optimizer):
         # a multiple of the gap; a learning-rate schedule reads that count too.
         refresh = (self.count % self.update_proj_gap) == 0
         self.lr_t = tick(self, self.learning_rate)
-        self.dims = self.weight_dimension_numbers.of(grads)
+        self.dims = self.weight_dimension_numbers.checked(grads)
         low = {k: self.project(k, g, self.dims.get(k), refresh) for k, g in grads.items()}
         # The base optimizer sees only the low-rank gradients: optax passes it no params.
         self.steps = call(self.base_optimizer, loss=loss, grads=low, params=_NO_PARAMS)
@@ -204,23 +208,62 @@ class _Matrices:
         )
         return {key_of(path): dims for path, dims in found if dims is not None}
 
+    def checked(self, grads) -> dict[Any, GaLoreDimensionNumbers]:
+        """:meth:`of`, each parameter's dimension numbers checked against its shape."""
+        found = self.of(grads)
+        for key, dims in found.items():
+            if key in grads:
+                _axes(grads[key].ndim, dims, key, tuple(grads[key].shape), self.spec)
+        return found
+
     def __repr__(self) -> str:
         return repr(self.spec)
 
 
-def _axes(ndim: int, dims: GaLoreDimensionNumbers) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """The reduction and output axes, non-negative (optax's normalisation and checks)."""
+def _axes(
+    ndim: int,
+    dims: GaLoreDimensionNumbers,
+    key: Any = None,
+    shape: tuple[int, ...] = (),
+    spec: Any = None,
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The reduction and output axes, non-negative (optax's normalisation and checks).
+
+    ``key``, ``shape`` and ``spec`` (``weight_dimension_numbers``) name the parameter
+    in the error.
+    """
     reduction, output = (
-        tuple(a % ndim for a in ((axes,) if isinstance(axes, int) else axes))
+        tuple(a % ndim for a in ((axes,) if isinstance(axes, int) else axes)) if ndim else ()
         for axes in (dims.reduction_axis, dims.output_axis)
     )
-    if ndim < 2 or set(reduction) & set(output) or len({*reduction, *output}) != ndim:
-        raise HyperparameterError(
-            f"GaLore: dimension numbers {dims} do not split a rank-{ndim} parameter into "
-            "disjoint reduction and output axes covering all of them. Fix: name every axis "
-            "once, e.g. GaLoreDimensionNumbers(reduction_axis=0, output_axis=(1, 2))."
+    if ndim >= 2 and not set(reduction) & set(output) and len({*reduction, *output}) == ndim:
+        return reduction, output
+    where = "a parameter" if key is None else f"parameter {'/'.join(map(str, key))}"
+    if ndim < 2:
+        fix = "give it None in a tree of dimension numbers like the parameters (not projected)"
+    else:
+        rows = tuple(dict.fromkeys(reduction)) if len(set(reduction)) < ndim else (0,)
+        cols = tuple(a for a in range(ndim) if a not in rows)
+        fix = (
+            f"for it, GaLoreDimensionNumbers(reduction_axis={rows if len(rows) > 1 else rows[0]}, "
+            f"output_axis={cols if len(cols) > 1 else cols[0]})"
         )
-    return reduction, output
+    if isinstance(spec, GaLoreDimensionNumbers):
+        fix += (
+            "; one GaLoreDimensionNumbers applies to every parameter of rank >= 2: give "
+            "parameters of other ranks their own in a tree like the parameters (None: not "
+            "projected), or pass a callable of the parameters returning one"
+        )
+    expected = (
+        "a parameter of rank >= 2 (GaLore projects matrices)"
+        if ndim < 2
+        else f"reduction and output axes that are disjoint and name each of its {ndim} axes "
+        f"once (axes count modulo the rank, as in optax: these are {reduction} and {output})"
+    )
+    raise HyperparameterError(
+        f"GaLore: weight_dimension_numbers gives {where} (shape {shape}) {dims}; expected "
+        f"{expected}. Fix: {fix}."
+    )
 
 
 def _as_matrix(x: jax.Array, dims: GaLoreDimensionNumbers) -> jax.Array:
