@@ -65,7 +65,7 @@ FAMILIES = (
     Family(
         "schedule-free",
         "ScheduleFreeAdamW",
-        lambda: flr.compose.ScheduleFreeAdamW(1e-3),
+        lambda: flr.optim.ScheduleFreeAdamW(1e-3),
         lambda: optax.contrib.schedule_free_adamw(1e-3),
     ),
     Family(
@@ -133,7 +133,9 @@ def family_steps(
         for side, tx in (("optax", fam.twin()), ("flr", flr.as_optax(fam.make()))):
             step = train_step(tx, loss, fam.extras)
             p = jax.tree.map(jnp.copy, params)
-            live = [*step(p, tx.init(p))[:2]]
+            # optax.lbfgs's initial state holds one buffer twice: donation needs distinct ones.
+            state = jax.tree.map(jnp.copy, tx.init(p))
+            live = [*step(p, state)[:2]]
 
             def run(k: int, step=step, live=live) -> None:
                 p, s = live

@@ -36,6 +36,11 @@ def test_smoke_run_writes_table_and_plot(tmp_path):
     for built in case["built"].values():
         assert built.alias_bytes > 0 and built.bytes_per_param > 0
     assert all(stat.median > 0 for stat in results["nnx"]["stats"].values())
+    # One optimizer per family, each timed against its optax twin.
+    families = {row["family"] for row in results["families"]}
+    assert {"first-order", "line search", "schedule-free"} <= families
+    assert all(set(row["stats"]) == {"optax", "flr"} for row in results["families"])
+    assert "one optimizer per family" in text
 
 
 # -- flr.compose.Packed: the opt-in multi-tensor path --------------------------
