@@ -28,11 +28,9 @@ tolerance, no step count, no skip is changed):
   ``getattr(alias, name)``; ``test_explicit_dtype`` builds its momentum SGD the
   same way instead of with ``alias.sgd``; the optimistic_adam branch wraps
   the twin, which warns as optax's does.
-- The ALGORITHM SPECIFIC TESTS (``LBFGSTest`` and its helpers) are dropped:
-  they test optax's L-BFGS internals and its agreement with scipy. flr's twin,
-  ``flr.optim.LBFGS``, is cross-checked bit for bit against ``optax.lbfgs`` in
-  ``tests/zoo.py`` and runs flax's line-search tests in
-  ``test_flax_nnx_optimizer.py``.
+- The ALGORITHM SPECIFIC TESTS (``LBFGSTest`` and its helpers) are not here:
+  they run against flr's twin, ``flr.optim.LBFGS``, in ``test_optax_lbfgs.py``
+  (less the tests of optax's private preconditioning helper).
 - Formatted with ruff (4-space indent, double quotes) and imports sorted, as
   the rest of this repository. The ``lbfgs`` branches of the kept tests are
   dead code in optax's own file too (its table has no ``lbfgs`` entry, and the
