@@ -15,8 +15,7 @@ from flr_nnx import _engine
 from flr_nnx._bridges import is_optax
 from flr_nnx._errors import BridgeError, StructureError, describe
 from flr_nnx._nnx_variables import keep_sharding
-from flr_nnx._optax import TEMPLATES, hook_template
-from flr_nnx._optax import _fingerprint as fingerprint
+from flr_nnx._optax import TEMPLATES, fingerprint, hook_template
 from flr_nnx._optimizer import Optimizer
 from flr_nnx._tree import flatten, is_float
 

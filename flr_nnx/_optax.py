@@ -124,7 +124,7 @@ def transformation(
         state = init_state(template, params)
         if state.layout not in layouts:
             layouts.append(state.layout)
-        _RECENT[_fingerprint(template)] = state.layout
+        _RECENT[fingerprint(template)] = state.layout
         while len(_RECENT) > 256:  # configurations; the oldest is forgotten first
             del _RECENT[next(iter(_RECENT))]
         # Under nnx.Optimizer the parameters arrive as Variables: keep their metadata.
@@ -264,7 +264,7 @@ except ImportError:  # pragma: no cover - a future optax that moved it
 _RECENT: dict[Any, _engine.Layout] = {}
 
 
-def _fingerprint(template: Optimizer) -> Any:
+def fingerprint(template: Optimizer) -> Any:
     """What fixes a state's layout for given parameters, apart from them: classes and statics."""
     found = _engine.walk(template)
     statics = []
@@ -278,8 +278,8 @@ def _fingerprint(template: Optimizer) -> Any:
 
 
 def _placeholder_state(template: Optimizer, layouts: list[_engine.Layout]) -> _engine.HookState:
-    if not layouts and _fingerprint(template) in _RECENT:
-        layouts = [_RECENT[_fingerprint(template)]]
+    if not layouts and fingerprint(template) in _RECENT:
+        layouts = [_RECENT[fingerprint(template)]]
     if len(layouts) > 1:
         raise StructureError(
             f"init was called with optax's parameter placeholder (from optax.tree.map_params) "
